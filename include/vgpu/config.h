@@ -1,0 +1,52 @@
+/* vgpu configuration: every environment variable vgpu reads, in one table
+ * (src/config.c), and the parsers for their values. */
+#ifndef VGPU_CONFIG_H
+#define VGPU_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VGPU_MAX_DEVICES 16
+
+enum vgpu_env_id {
+    VGPU_ENV_MEMORY_LIMIT,     /* CUDA_DEVICE_MEMORY_LIMIT */
+    VGPU_ENV_SHARED_CACHE,     /* CUDA_DEVICE_MEMORY_SHARED_CACHE */
+    VGPU_ENV_LOG_LEVEL,        /* LIBCUDA_LOG_LEVEL */
+    VGPU_ENV_REGION_MODE,      /* VGPU_REGION_MODE */
+    VGPU_ENV_SM_LIMIT,         /* CUDA_DEVICE_SM_LIMIT */
+    VGPU_ENV_OVERSUBSCRIBE,    /* CUDA_OVERSUBSCRIBE */
+    VGPU_ENV_DISABLE_CONTROL,  /* CUDA_DISABLE_CONTROL */
+    VGPU_ENV_CORE_POLICY,      /* GPU_CORE_UTILIZATION_POLICY */
+    VGPU_ENV_TASK_PRIORITY,    /* CUDA_TASK_PRIORITY */
+    VGPU_ENV_ACTIVE_OOM_KILLER,/* ACTIVE_OOM_KILLER */
+    VGPU_ENV_COUNT
+};
+
+struct vgpu_env_var {
+    const char *name;
+    const char *default_value; /* NULL: unset means "not configured" */
+    bool implemented;
+    const char *meaning;
+};
+
+/* The table itself, VGPU_ENV_COUNT entries, for tools and documentation. */
+extern const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT];
+
+/* The variable's value, or its default when unset or empty. */
+const char *vgpu_env(enum vgpu_env_id id);
+
+/* LIBCUDA_LOG_LEVEL as a number (default 2, info). */
+int vgpu_config_log_level(void);
+
+/* Parse a size in HAMi-core's syntax: decimal digits with an optional
+ * k/m/g/t suffix (binary multiples, either case), e.g. "4g", "4096m".
+ * Returns false, leaving *bytes alone, on anything else or on overflow. */
+bool vgpu_parse_size(const char *text, uint64_t *bytes);
+
+/* Per-device limits from CUDA_DEVICE_MEMORY_LIMIT (all devices) and
+ * CUDA_DEVICE_MEMORY_LIMIT_<i> (device i, overrides). 0 means unlimited.
+ * A value that does not parse is reported once and leaves that device
+ * unlimited. */
+void vgpu_config_limits(uint64_t limits[VGPU_MAX_DEVICES]);
+
+#endif

@@ -1,0 +1,118 @@
+/* The shared region: one memory-mapped file per container where every
+ * process of the container charges and uncharges device memory.
+ *
+ * It knows nothing of CUDA: it charges bytes to device indices (0..15)
+ * against per-device limits. Guarantees (see DESIGN.md):
+ *  - try_charge checks and charges in one atomic step, so the bytes charged on
+ *    a device never exceed its limit, whatever the concurrency;
+ *  - attach takes no semaphore and never sleeps; only the first process waits
+ *    microseconds on a lock the kernel releases if it dies;
+ *  - a process killed at any point blocks nobody; its slot and charges are
+ *    reclaimed exactly once (at most its in-flight charge leaks, counted too
+ *    high, and that is healed when no live process remains);
+ *  - charge, uncharge and used are O(1) in the number of processes.
+ */
+#ifndef VGPU_REGION_H
+#define VGPU_REGION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vgpu/config.h"
+
+#define VGPU_MAX_SLOTS 1024
+
+struct vgpu_region;
+
+/* What a charge is for; each kind has its own per-process counter in the
+ * HAMi-visible slot and all of them add up into the slot's total. */
+enum vgpu_charge_kind {
+    VGPU_CHARGE_DATA = 0,    /* buffers: cuMemAlloc and friends */
+    VGPU_CHARGE_CONTEXT = 1, /* context creation overhead */
+    VGPU_CHARGE_MODULE = 2,  /* loaded modules */
+};
+
+struct vgpu_attach_options {
+    const char *path;                   /* NULL: CUDA_DEVICE_MEMORY_SHARED_CACHE */
+    const char *mode;                   /* NULL: VGPU_REGION_MODE */
+    uint64_t limits[VGPU_MAX_DEVICES];  /* 0: unlimited */
+    int device_count;                   /* devices the creator sees; 0: unknown */
+};
+
+/* Fill options from the environment (path, mode, limits). */
+void vgpu_attach_options_from_env(struct vgpu_attach_options *opts);
+
+/* Attach this process: open or create the file, claim a slot.
+ * Returns NULL (after one log line saying why) when the file cannot be used;
+ * the caller then runs unlimited. */
+struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts);
+
+/* Release the slot, returning whatever it still holds, and unmap. */
+void vgpu_region_detach(struct vgpu_region *r);
+
+/* Reserve bytes on dev before asking the driver. False: over the limit
+ * (after trying to reclaim dead processes' charges once). */
+bool vgpu_region_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
+                            enum vgpu_charge_kind kind);
+
+/* After the driver call that followed a successful try_charge: driver_ok
+ * says whether the driver allocated. (Rolls the reservation back if not.) */
+void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
+                        enum vgpu_charge_kind kind, bool driver_ok);
+
+/* Return bytes charged earlier by this process (driver free, or driver
+ * failure after try_charge). */
+void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
+                          enum vgpu_charge_kind kind);
+
+/* Bytes charged on dev by all processes, and its limit (0: unlimited). */
+uint64_t vgpu_region_used(const struct vgpu_region *r, int dev);
+uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev);
+
+/* Record a device's UUID (first writer wins) and the device count. */
+void vgpu_region_set_device(struct vgpu_region *r, int dev, const char *uuid);
+
+/* Reclaim the slots of dead processes; returns how many were reclaimed. */
+int vgpu_region_reclaim(struct vgpu_region *r);
+
+/* This process's slot index, for tools and tests. */
+int vgpu_region_slot(const struct vgpu_region *r);
+
+/* The mode the region file was created with. */
+const char *vgpu_region_mode(const struct vgpu_region *r);
+
+/* ---- Inspection, for vgpuctl and monitors: no slot is claimed. ---- */
+
+struct vgpu_snapshot_proc {
+    int slot;
+    int32_t pid;
+    int32_t hostpid;
+    bool alive;
+    uint64_t used[VGPU_MAX_DEVICES];
+};
+
+struct vgpu_snapshot {
+    char mode[16];
+    int device_count;
+    uint64_t limit[VGPU_MAX_DEVICES];
+    uint64_t used[VGPU_MAX_DEVICES];
+    uint64_t peak[VGPU_MAX_DEVICES];
+    char uuid[VGPU_MAX_DEVICES][96];
+    int proc_count;
+    struct vgpu_snapshot_proc procs[VGPU_MAX_SLOTS];
+};
+
+/* Open an existing region for inspection only. NULL with a log line if the
+ * file is missing or invalid. */
+struct vgpu_region *vgpu_region_open_existing(const char *path);
+
+void vgpu_region_snapshot(struct vgpu_region *r, struct vgpu_snapshot *snap);
+
+/* Number of processes holding slots (alive). */
+int vgpu_region_live_count(struct vgpu_region *r);
+
+/* Zero every counter and slot. Refuses (returns false) while a process is
+ * attached, unless force. */
+bool vgpu_region_reset(struct vgpu_region *r, bool force);
+
+#endif

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Install what building and testing vgpu needs, if missing (Debian, as root).
+set -eu
+need=""
+command -v cmake >/dev/null 2>&1 || need="$need cmake"
+command -v gcc >/dev/null 2>&1 || need="$need gcc"
+command -v make >/dev/null 2>&1 || need="$need make"
+command -v clang >/dev/null 2>&1 || need="$need clang"
+# libFuzzer and the sanitizer runtimes for clang
+ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+    need="$need libclang-rt-dev"
+command -v mpirun >/dev/null 2>&1 || need="$need openmpi-bin"
+[ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
+    need="$need libopenmpi-dev"
+command -v python3 >/dev/null 2>&1 || need="$need python3"
+if [ -n "$need" ]; then
+    echo "installing:$need"
+    if [ "$(id -u)" != 0 ]; then
+        echo "vgpu: missing packages ($need); run as root or install them" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq $need >/dev/null
+fi
+if [ ! -e "${CUDA_INCLUDE_DIR:-/usr/local/cuda/include}/cuda.h" ]; then
+    echo "vgpu: CUDA headers not found in /usr/local/cuda/include (cuda.h);" \
+         "install the CUDA toolkit headers or set CUDA_INCLUDE_DIR" >&2
+    exit 1
+fi

@@ -1,0 +1,115 @@
+/* Opening, checking and initializing the region file. Every way the file can
+ * be unusable ends here with one log line; the caller then runs unlimited. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "atomic.h"
+#include "log.h"
+#include "region_internal.h"
+
+static bool acceptable_owner(const char *path, const struct stat *st)
+{
+    if (!S_ISREG(st->st_mode)) {
+        log_error("region %s is not a regular file; running without a limit",
+                  path);
+        return false;
+    }
+    if (st->st_uid != geteuid()) {
+        log_error("region %s belongs to uid %u, not to this process's uid %u; "
+                  "running without a limit", path, (unsigned)st->st_uid,
+                  (unsigned)geteuid());
+        return false;
+    }
+    if (st->st_mode & S_IWOTH) {
+        log_error("region %s is world-writable (mode %o); anyone could change "
+                  "the limit, so it is not used; running without a limit",
+                  path, (unsigned)(st->st_mode & 07777));
+        return false;
+    }
+    return true;
+}
+
+int region_open_file(const char *path, bool create)
+{
+    /* O_NOFOLLOW: a symlink planted at the path must not redirect our writes. */
+    int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0);
+    int fd = open(path, flags, 0600);
+    if (fd < 0) {
+        int err = errno;
+        if (err == ELOOP)
+            log_error("region %s is a symbolic link; refusing it, running "
+                      "without a limit", path);
+        else if (err == ENOENT && create)
+            log_error("region %s: its directory does not exist; running "
+                      "without a limit", path);
+        else
+            log_error("region %s cannot be opened (%s); running without a "
+                      "limit", path, strerror(err));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !acceptable_owner(path, &st)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void *region_map(int fd)
+{
+    void *base = mmap(NULL, VGPU_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                      fd, 0);
+    if (base == MAP_FAILED) {
+        log_error("region cannot be mapped (%s); running without a limit",
+                  strerror(errno));
+        return NULL;
+    }
+    return base;
+}
+
+static void write_fresh_region(void *base, const struct vgpu_attach_options *o,
+                               uint32_t mode)
+{
+    struct hami_region *h = base;
+    struct vgpu_ext *e = region_ext(base);
+    memset(base, 0, VGPU_FILE_SIZE);
+    h->major_version = HAMI_MAJOR;
+    h->minor_version = HAMI_MINOR;
+    h->owner_pid = (uint64_t)getpid();
+    int devices = o->device_count > 0 && o->device_count <= VGPU_MAX_DEVICES
+                      ? o->device_count : VGPU_MAX_DEVICES;
+    h->device_num = (uint64_t)devices;
+    memcpy(h->limit, o->limits, sizeof h->limit);
+    memcpy(e->magic, VGPU_EXT_MAGIC, sizeof e->magic);
+    e->layout_version = VGPU_LAYOUT_VERSION;
+    e->mode = mode;
+    e->file_size = VGPU_FILE_SIZE;
+    e->creator_pid = (uint64_t)getpid();
+    e->device_count = (uint32_t)devices;
+    /* Release: a reader that sees the magic (the monitor included) sees
+     * every field written above. */
+    atomic_store_n(&h->initialized_flag, HAMI_MAGIC, RELEASE);
+}
+
+bool region_initialize(int fd, const struct vgpu_attach_options *opts,
+                       uint32_t mode)
+{
+    /* Never shrink below the layout while a monitor may map the old size;
+     * set the exact size (extending a HAMi-core file, trimming garbage). */
+    if (ftruncate(fd, (off_t)VGPU_FILE_SIZE) != 0) {
+        log_error("region cannot be sized (%s); running without a limit",
+                  strerror(errno));
+        return false;
+    }
+    void *base = region_map(fd);
+    if (base == NULL)
+        return false;
+    write_fresh_region(base, opts, mode);
+    munmap(base, VGPU_FILE_SIZE);
+    return true;
+}

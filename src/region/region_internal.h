@@ -1,0 +1,86 @@
+/* What the region's own files share; nothing outside src/region includes it. */
+#ifndef VGPU_REGION_INTERNAL_H
+#define VGPU_REGION_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "layout.h"
+#include "vgpu/region.h"
+
+/* The synchronization of charges: one small interface, so the seed's
+ * remedies can sit beside ours (src/region/modes/) without callers knowing.
+ * try_charge is called before the driver; settle after it (ok: the driver
+ * allocated; !ok: it failed). A mode that reserves in try_charge rolls back
+ * in settle(!ok); a check-then-act mode adds in settle(ok). */
+struct region_mode_ops {
+    const char *name;
+    bool (*try_charge)(struct vgpu_region *r, int dev, uint64_t bytes,
+                       enum vgpu_charge_kind kind);
+    void (*settle)(struct vgpu_region *r, int dev, uint64_t bytes,
+                   enum vgpu_charge_kind kind, bool ok);
+    void (*uncharge)(struct vgpu_region *r, int dev, uint64_t bytes,
+                     enum vgpu_charge_kind kind);
+    uint64_t (*used)(const struct vgpu_region *r, int dev);
+};
+
+enum vgpu_mode_id {
+    MODE_DEFAULT = 0,
+    MODE_COUNT
+};
+
+extern const struct region_mode_ops mode_default_ops;
+
+/* The ops of a mode id, or NULL. */
+const struct region_mode_ops *mode_ops(uint32_t id);
+/* The id of a mode name, or -1. */
+int mode_id(const char *name);
+
+struct vgpu_region {
+    void *base;
+    int fd;
+    struct hami_region *hami;
+    struct vgpu_ext *ext;
+    const struct region_mode_ops *ops;
+    int slot;            /* -1: inspecting only */
+    pid_t pid;           /* the process that attached */
+    bool holds_attach;   /* this handle holds the LOCK_ATTACH read lock */
+    bool forked;         /* a fork child's copy: claims its own slot on use */
+    char path[4096];
+};
+
+enum validate_result { FILE_EMPTY, FILE_VALID, FILE_INVALID };
+
+/* Check a region image; on FILE_INVALID, *why says what is wrong. */
+enum validate_result region_validate(const void *data, size_t size,
+                                     const char **why);
+
+/* Open the file with all of the bad-input checks; -1 after one log line. */
+int region_open_file(const char *path, bool create);
+/* Map fd; NULL after a log line. */
+void *region_map(int fd);
+/* Write a fresh region into fd (caller holds LOCK_ATTACH for writing). */
+bool region_initialize(int fd, const struct vgpu_attach_options *opts,
+                       uint32_t mode);
+
+/* Slots (slots.c). */
+int slot_claim(struct vgpu_region *r);
+void slot_release(struct vgpu_region *r);
+bool slot_owner_alive(struct vgpu_region *r, int i);
+bool slot_try_reclaim(struct vgpu_region *r, int i);
+void slots_reclaim_window(struct vgpu_region *r, int count);
+void slot_empty_counters(struct vgpu_region *r, int i);
+
+/* In a fork child: claim a slot of the child's own (attach.c). */
+bool region_rejoin_after_fork(struct vgpu_region *r);
+
+/* Region-wide heal when no process is attached (caller holds LOCK_ATTACH
+ * for writing). */
+void region_heal(struct vgpu_region *r);
+
+/* Process identity (proc.c). */
+uint64_t proc_start_time(pid_t pid);
+int32_t proc_host_pid(void);
+
+#endif
