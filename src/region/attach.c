@@ -145,22 +145,7 @@ static bool prepare_alone(struct vgpu_region *r,
 
 /* ---- Attach ---- */
 
-static bool take_attach_lock(struct vgpu_region *r,
-                             const struct vgpu_attach_options *opts)
-{
-    if (byte_lock(r->fd, LOCK_ATTACH, BYTE_WRITE, false)) {
-        bool ready = prepare_alone(r, opts);
-        /* Converting write to read is atomic for record locks: nobody can
-         * slip in as "alone" between the two. */
-        r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, false);
-        return ready && r->holds_attach;
-    }
-    /* Someone is initializing (microseconds) or others are attached. */
-    r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, true);
-    return r->holds_attach;
-}
-
-static bool map_valid(struct vgpu_region *r)
+static bool map_valid(struct vgpu_region *r, bool complain)
 {
     struct stat st;
     if (fstat(r->fd, &st) != 0)
@@ -179,9 +164,58 @@ static bool map_valid(struct vgpu_region *r)
         munmap(r->base, VGPU_FILE_SIZE);
         r->base = NULL;
     }
-    log_error("region %s: %s, while other processes use it; running "
-              "without a limit", r->path, why);
+    if (complain)
+        log_error("region %s: %s, while other processes use it; running "
+                  "without a limit", r->path, why);
     return false;
+}
+
+static bool become_initializer(struct vgpu_region *r,
+                               const struct vgpu_attach_options *opts)
+{
+    if (!byte_lock(r->fd, LOCK_ATTACH, BYTE_WRITE, false))
+        return false;
+    bool ready = prepare_alone(r, opts);
+    /* Converting write to read is atomic for record locks: nobody can slip
+     * in as "alone" between the two. */
+    r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, false);
+    if (!ready || !r->holds_attach)
+        r->holds_attach = false;
+    return true;
+}
+
+static bool join_readers(struct vgpu_region *r)
+{
+    /* Waits at most while an initializer holds the write lock (microseconds,
+     * dropped by the kernel if it dies). */
+    r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, true);
+    return r->holds_attach && map_valid(r, false);
+}
+
+/* Slow path, when the file was found invalid after waiting: its initializer
+ * died half-way (or it was damaged). Repairers queue on LOCK_INIT so that
+ * exactly one recreates it; the fast path never touches LOCK_INIT. */
+static bool repair(struct vgpu_region *r, const struct vgpu_attach_options *opts)
+{
+    byte_unlock(r->fd, LOCK_ATTACH);
+    r->holds_attach = false;
+    if (!byte_lock(r->fd, LOCK_INIT, BYTE_WRITE, true))
+        return false;
+    if (!become_initializer(r, opts))
+        r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, true);
+    bool ok = r->holds_attach && map_valid(r, true);
+    byte_unlock(r->fd, LOCK_INIT);
+    return ok;
+}
+
+static bool take_attach_lock(struct vgpu_region *r,
+                             const struct vgpu_attach_options *opts)
+{
+    if (become_initializer(r, opts))
+        return r->holds_attach && map_valid(r, true);
+    if (join_readers(r))
+        return true;
+    return repair(r, opts);
 }
 
 static void warn_on_disagreement(struct vgpu_region *r,
@@ -209,7 +243,7 @@ static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
     r->fd = region_open_file(r->path, true);
     if (r->fd < 0)
         return false;
-    if (take_attach_lock(r, opts) && (r->base != NULL || map_valid(r))) {
+    if (take_attach_lock(r, opts)) {
         slots_reclaim_window(r, 8);
         r->slot = slot_claim(r);
         if (r->slot < 0 && vgpu_region_reclaim(r) > 0)

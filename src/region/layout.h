@@ -157,6 +157,7 @@ _Static_assert(VGPU_FILE_SIZE != 1197897, "must never look like HAMi v0");
  * end of the file so they can never be confused with data. */
 #define LOCK_BASE (1ull << 40)
 #define LOCK_ATTACH LOCK_BASE                        /* read: attached; write: initializing */
+#define LOCK_INIT (LOCK_BASE + 4095)                /* write: repairing a bad file */
 #define LOCK_SLOT(i) (LOCK_BASE + 1 + (uint64_t)(i)) /* write: slot i's owner is alive */
 #define LOCK_MODE(i) (LOCK_BASE + 4096 + (uint64_t)(i)) /* for modes that need one */
 
