@@ -116,7 +116,7 @@ static bool prepare_alone(struct vgpu_region *r,
         return false;
     size_t size = (size_t)st.st_size;
     if (size == 0)
-        return region_initialize(r->fd, opts, requested_mode(opts));
+        return region_initialize(r->fd, opts, r->want_mode);
     void *data = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
     if (data == MAP_FAILED)
         return false;
@@ -140,7 +140,7 @@ static bool prepare_alone(struct vgpu_region *r,
     }
     log_warn("region %s: %s; no process uses it, so it is recreated",
              r->path, why);
-    return region_initialize(r->fd, opts, requested_mode(opts));
+    return region_initialize(r->fd, opts, r->want_mode);
 }
 
 /* ---- Attach ---- */
@@ -221,7 +221,7 @@ static bool take_attach_lock(struct vgpu_region *r,
 static void warn_on_disagreement(struct vgpu_region *r,
                                  const struct vgpu_attach_options *opts)
 {
-    uint32_t want = requested_mode(opts);
+    uint32_t want = r->want_mode;
     if (want != r->ext->mode)
         log_warn("region %s was created in mode \"%s\"; using it instead of "
                  "\"%s\"", r->path, r->ops->name, mode_ops(want)->name);
@@ -278,6 +278,7 @@ struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts)
         return NULL;
     }
     strcpy(r->path, path);
+    r->want_mode = requested_mode(opts);
     if (!join(r, opts)) {
         free(r);
         return NULL;
@@ -292,7 +293,6 @@ bool region_rejoin_after_fork(struct vgpu_region *r)
     struct vgpu_attach_options opts;
     memset(&opts, 0, sizeof opts);
     memcpy(opts.limits, r->hami->limit, sizeof opts.limits);
-    opts.mode = r->ops->name;
     munmap(r->base, VGPU_FILE_SIZE);
     r->base = NULL;
     bool joined = join(r, &opts);

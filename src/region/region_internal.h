@@ -46,7 +46,8 @@ struct vgpu_region {
     int slot;            /* -1: inspecting only */
     pid_t pid;           /* the process that attached */
     bool holds_attach;   /* this handle holds the LOCK_ATTACH read lock */
-    bool forked;         /* a fork child's copy: claims its own slot on use */
+    bool forked;
+    uint32_t want_mode;  /* the mode this process asked for */         /* a fork child's copy: claims its own slot on use */
     char path[4096];
 };
 
