@@ -1,0 +1,28 @@
+/* The simulated driver's per-process table of live allocations. */
+#ifndef FAKEGPU_ALLOCS_H
+#define FAKEGPU_ALLOCS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum fg_kind {
+    FG_PLAIN,      /* cuMemAlloc, pitch, async: device memory */
+    FG_MANAGED,    /* cuMemAllocManaged: not taken from the device pool */
+    FG_ARRAY,      /* arrays and mipmapped arrays */
+    FG_RESERVE,    /* cuMemAddressReserve: address space only */
+};
+
+struct fg_alloc {
+    uint64_t key;  /* device address, or the array handle */
+    uint64_t size;
+    int dev;       /* physical device */
+    int kind;
+};
+
+void allocs_put(struct fg_alloc a);
+/* Remove key; false if it was not there. */
+bool allocs_take(uint64_t key, struct fg_alloc *out);
+/* The allocation containing addr. */
+bool allocs_find_range(uint64_t addr, struct fg_alloc *out);
+
+#endif

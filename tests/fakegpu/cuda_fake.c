@@ -1,0 +1,852 @@
+/* The simulated libcuda.so.1: devices, contexts, streams and every memory
+ * call vgpu accounts, over the shared pool of state.c. Exported under the
+ * driver's real symbol names, versioned variants included (cuda.h's internal
+ * mode declares them all). */
+#include <cuda.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "allocs.h"
+#include "fakegpu.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define FAIL_POINT(name)                                                       \
+    do {                                                                       \
+        if (fg_should_fail(name))                                              \
+            return CUDA_ERROR_UNKNOWN;                                         \
+    } while (0)
+
+static int initialized;
+
+/* ---- Contexts ---- */
+
+struct fg_ctx {
+    int ordinal;
+    int physical;
+    int refs;
+    int primary;
+    uint64_t overhead; /* device bytes the context itself takes */
+};
+
+static struct fg_ctx primaries[FG_MAX_DEVICES];
+static __thread struct fg_ctx *ctx_stack[16];
+static __thread int ctx_depth;
+
+static struct fg_ctx *current(void)
+{
+    return ctx_depth > 0 ? ctx_stack[ctx_depth - 1] : NULL;
+}
+
+static uint64_t env_u64(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? strtoull(v, NULL, 10) : 0;
+}
+
+static CUresult ctx_start(struct fg_ctx *c, int ordinal)
+{
+    c->ordinal = ordinal;
+    c->physical = fg_physical(ordinal);
+    uint64_t delay_ms = env_u64("FAKEGPU_CTX_DELAY_MS");
+    if (delay_ms)
+        usleep((useconds_t)(delay_ms * 1000));
+    c->overhead = env_u64("FAKEGPU_CTX_BYTES");
+    if (c->overhead && !fg_reserve(c->physical, c->overhead))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    return CUDA_SUCCESS;
+}
+
+static void ctx_stop(struct fg_ctx *c)
+{
+    if (c->overhead)
+        fg_release(c->physical, c->overhead);
+    c->overhead = 0;
+}
+
+static CUresult need_device(CUdevice dev)
+{
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    return fg_physical(dev) < 0 ? CUDA_ERROR_INVALID_DEVICE : CUDA_SUCCESS;
+}
+
+static CUresult need_context(struct fg_ctx **out)
+{
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    *out = current();
+    return *out ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+
+EXPORT CUresult cuInit(unsigned int flags)
+{
+    (void)flags;
+    FAIL_POINT("cuInit");
+    fg_self();
+    __atomic_store_n(&initialized, 1, __ATOMIC_RELEASE);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDriverGetVersion(int *version)
+{
+    if (!version)
+        return CUDA_ERROR_INVALID_VALUE;
+    *version = 13000;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDeviceGetCount(int *count)
+{
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    *count = fg_visible_count();
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDeviceGet(CUdevice *dev, int ordinal)
+{
+    CUresult rc = need_device(ordinal);
+    if (rc == CUDA_SUCCESS)
+        *dev = ordinal;
+    return rc;
+}
+
+EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    if (rc == CUDA_SUCCESS)
+        snprintf(name, (size_t)len, "%s", fg_state()->dev[fg_physical(dev)].name);
+    return rc;
+}
+
+static void uuid_bytes(const char *text, unsigned char out[16])
+{
+    /* "GPU-" then 32 hex digits with dashes. */
+    int n = 0;
+    for (const char *p = text + 4; *p && n < 32; p++) {
+        if (*p == '-')
+            continue;
+        int v = (*p <= '9') ? *p - '0' : (*p | 0x20) - 'a' + 10;
+        if (n % 2 == 0)
+            out[n / 2] = (unsigned char)(v << 4);
+        else
+            out[n / 2] |= (unsigned char)v;
+        n++;
+    }
+}
+
+EXPORT CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    if (rc == CUDA_SUCCESS)
+        uuid_bytes(fg_state()->dev[fg_physical(dev)].uuid,
+                   (unsigned char *)uuid->bytes);
+    return rc;
+}
+
+EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
+{
+    return cuDeviceGetUuid(uuid, dev);
+}
+
+EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    if (rc == CUDA_SUCCESS)
+        *bytes = fg_state()->dev[fg_physical(dev)].total;
+    return rc;
+}
+
+EXPORT CUresult cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
+{
+    size_t total;
+    CUresult rc = cuDeviceTotalMem_v2(&total, dev);
+    if (rc == CUDA_SUCCESS)
+        *bytes = total > 0xffffffffu ? 0xffffffffu : (unsigned int)total;
+    return rc;
+}
+
+EXPORT CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attr,
+                                     CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    switch (attr) {
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *value = 9; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *value = 0; break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *value = 132; break;
+    case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID:
+        *value = fg_state()->dev[fg_physical(dev)].pci_bus; break;
+    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED:
+    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
+    case CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY:
+    case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING: *value = 1; break;
+    default: *value = 0; break;
+    }
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDeviceGetPCIBusId(char *bus, int len, CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    if (rc == CUDA_SUCCESS)
+        snprintf(bus, (size_t)len, "00000000:%02X:00.0",
+                 fg_state()->dev[fg_physical(dev)].pci_bus);
+    return rc;
+}
+
+EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+{
+    FAIL_POINT("cuDevicePrimaryCtxRetain");
+    CUresult rc = need_device(dev);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    struct fg_ctx *c = &primaries[dev];
+    if (__atomic_fetch_add(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        c->primary = 1;
+        rc = ctx_start(c, dev);
+        if (rc != CUDA_SUCCESS) {
+            __atomic_fetch_sub(&c->refs, 1, __ATOMIC_ACQ_REL);
+            return rc;
+        }
+    }
+    *pctx = (CUcontext)c;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    struct fg_ctx *c = &primaries[dev];
+    if (__atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) <= 0)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        ctx_stop(c);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
+{
+    return cuDevicePrimaryCtxRelease_v2(dev);
+}
+
+EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
+{
+    return need_device(dev);
+}
+
+EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags,
+                                           int *active)
+{
+    CUresult rc = need_device(dev);
+    if (rc == CUDA_SUCCESS) {
+        *flags = 0;
+        *active = __atomic_load_n(&primaries[dev].refs, __ATOMIC_ACQUIRE) > 0;
+    }
+    return rc;
+}
+
+EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags)
+{
+    (void)flags;
+    return need_device(dev);
+}
+
+static CUresult create_context(CUcontext *pctx, CUdevice dev)
+{
+    FAIL_POINT("cuCtxCreate");
+    CUresult rc = need_device(dev);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    struct fg_ctx *c = calloc(1, sizeof *c);
+    c->refs = 1;
+    rc = ctx_start(c, dev);
+    if (rc != CUDA_SUCCESS) {
+        free(c);
+        return rc;
+    }
+    if (ctx_depth < 16)
+        ctx_stack[ctx_depth++] = c;
+    *pctx = (CUcontext)c;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    (void)flags;
+    return create_context(pctx, dev);
+}
+
+EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *params,
+                               int n, unsigned int flags, CUdevice dev)
+{
+    (void)params, (void)n, (void)flags;
+    return create_context(pctx, dev);
+}
+
+EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params,
+                               unsigned int flags, CUdevice dev)
+{
+    (void)params, (void)flags;
+    return create_context(pctx, dev);
+}
+
+EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+{
+    struct fg_ctx *c = (struct fg_ctx *)ctx;
+    if (c == NULL || c->primary)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    for (int i = 0; i < ctx_depth; i++)
+        if (ctx_stack[i] == c) {
+            memmove(&ctx_stack[i], &ctx_stack[i + 1],
+                    (size_t)(ctx_depth - i - 1) * sizeof c);
+            ctx_depth--;
+            break;
+        }
+    ctx_stop(c);
+    free(c);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
+{
+    if (ctx == NULL) {
+        if (ctx_depth > 0)
+            ctx_depth--;
+        return CUDA_SUCCESS;
+    }
+    if (ctx_depth == 0)
+        ctx_depth = 1;
+    ctx_stack[ctx_depth - 1] = (struct fg_ctx *)ctx;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
+{
+    *pctx = (CUcontext)current();
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
+{
+    if (ctx_depth >= 16)
+        return CUDA_ERROR_INVALID_VALUE;
+    ctx_stack[ctx_depth++] = (struct fg_ctx *)ctx;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
+{
+    if (ctx_depth == 0)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    struct fg_ctx *c = ctx_stack[--ctx_depth];
+    if (pctx)
+        *pctx = (CUcontext)c;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxGetDevice(CUdevice *dev)
+{
+    struct fg_ctx *c;
+    CUresult rc = need_context(&c);
+    if (rc == CUDA_SUCCESS)
+        *dev = c->ordinal;
+    return rc;
+}
+
+EXPORT CUresult cuCtxSynchronize(void)
+{
+    return CUDA_SUCCESS;
+}
+
+/* ---- Plain device memory ---- */
+
+static CUresult allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind)
+{
+    if (dptr == NULL || bytes == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (kind != FG_MANAGED && kind != FG_RESERVE && !fg_reserve(physical, bytes))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint64_t addr = fg_new_address(bytes);
+    allocs_put((struct fg_alloc){addr, bytes, physical, kind});
+    *dptr = addr;
+    return CUDA_SUCCESS;
+}
+
+#define KIND(k) (1 << (k))
+
+static CUresult release(uint64_t key, int kinds)
+{
+    if (key == 0)
+        return CUDA_SUCCESS; /* freeing NULL is allowed */
+    struct fg_alloc a;
+    if (!allocs_take(key, &a))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!(KIND(a.kind) & kinds)) {
+        allocs_put(a);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (a.kind != FG_MANAGED && a.kind != FG_RESERVE)
+        fg_release(a.dev, a.size);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
+{
+    FAIL_POINT("cuMemAlloc");
+    struct fg_ctx *c;
+    CUresult rc = need_context(&c);
+    return rc ? rc : allocate((uint64_t *)dptr, bytes, c->physical, FG_PLAIN);
+}
+
+EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytes)
+{
+    CUdeviceptr p = 0;
+    CUresult rc = cuMemAlloc_v2(&p, bytes);
+    *dptr = (CUdeviceptr_v1)p; /* the 32-bit API truncates, as it always did */
+    return rc;
+}
+
+EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
+                                   size_t width, size_t height,
+                                   unsigned int elem)
+{
+    (void)elem;
+    if (pitch == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *pitch = (width + 511) / 512 * 512;
+    return cuMemAlloc_v2(dptr, *pitch * height);
+}
+
+EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes,
+                                  unsigned int flags)
+{
+    (void)flags;
+    struct fg_ctx *c;
+    CUresult rc = need_context(&c);
+    return rc ? rc : allocate((uint64_t *)dptr, bytes, c->physical, FG_MANAGED);
+}
+
+EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
+{
+    FAIL_POINT("cuMemFree");
+    return release(dptr, KIND(FG_PLAIN) | KIND(FG_MANAGED));
+}
+
+EXPORT CUresult cuMemFree(CUdeviceptr_v1 dptr)
+{
+    return cuMemFree_v2(dptr);
+}
+
+EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
+{
+    struct fg_ctx *c;
+    CUresult rc = need_context(&c);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    fg_reap();
+    struct fg_device *d = &fg_state()->dev[c->physical];
+    uint64_t used = __atomic_load_n(&d->used, __ATOMIC_RELAXED);
+    *total = d->total;
+    *free_bytes = used > d->total ? 0 : d->total - used;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemGetInfo(unsigned int *free_bytes, unsigned int *total)
+{
+    size_t f, t;
+    CUresult rc = cuMemGetInfo_v2(&f, &t);
+    if (rc == CUDA_SUCCESS) {
+        *free_bytes = f > 0xffffffffu ? 0xffffffffu : (unsigned int)f;
+        *total = t > 0xffffffffu ? 0xffffffffu : (unsigned int)t;
+    }
+    return rc;
+}
+
+EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size,
+                                        CUdeviceptr dptr)
+{
+    struct fg_alloc a;
+    if (!allocs_find_range(dptr, &a))
+        return CUDA_ERROR_NOT_FOUND;
+    if (base)
+        *base = a.key;
+    if (size)
+        *size = a.size;
+    return CUDA_SUCCESS;
+}
+
+/* ---- Streams, pools and stream-ordered allocation ---- */
+
+struct fg_stream { int ordinal; };
+struct fg_pool { int ordinal; };
+static struct fg_pool default_pools[FG_MAX_DEVICES];
+
+EXPORT CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
+{
+    (void)flags;
+    struct fg_ctx *c;
+    CUresult rc = need_context(&c);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    struct fg_stream *s = malloc(sizeof *s);
+    s->ordinal = c->ordinal;
+    *stream = (CUstream)s;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamDestroy_v2(CUstream stream)
+{
+    free(stream);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamSynchronize(CUstream stream)
+{
+    (void)stream;
+    return CUDA_SUCCESS;
+}
+
+static int stream_ordinal(CUstream stream)
+{
+    if (stream == NULL || stream == CU_STREAM_LEGACY ||
+        stream == CU_STREAM_PER_THREAD) {
+        struct fg_ctx *c = current();
+        return c ? c->ordinal : -1;
+    }
+    return ((struct fg_stream *)stream)->ordinal;
+}
+
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
+{
+    FAIL_POINT("cuMemAllocAsync");
+    int ordinal = stream_ordinal(s);
+    if (ordinal < 0)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    return allocate((uint64_t *)dptr, bytes, fg_physical(ordinal), FG_PLAIN);
+}
+
+EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
+{
+    return cuMemAllocAsync(dptr, bytes, s);
+}
+
+EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s)
+{
+    (void)s;
+    return release(dptr, KIND(FG_PLAIN));
+}
+
+EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s)
+{
+    return cuMemFreeAsync(dptr, s);
+}
+
+EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    if (rc == CUDA_SUCCESS) {
+        default_pools[dev].ordinal = dev;
+        *pool = (CUmemoryPool)&default_pools[dev];
+    }
+    return rc;
+}
+
+EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
+{
+    if (props == NULL || need_device(props->location.id) != CUDA_SUCCESS)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fg_pool *p = malloc(sizeof *p);
+    p->ordinal = props->location.id;
+    *pool = (CUmemoryPool)p;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
+{
+    struct fg_pool *p = (struct fg_pool *)pool;
+    if (p < default_pools || p >= default_pools + FG_MAX_DEVICES)
+        free(p);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
+                                        CUmemoryPool pool, CUstream s)
+{
+    (void)s;
+    FAIL_POINT("cuMemAllocFromPoolAsync");
+    if (pool == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    int ordinal = ((struct fg_pool *)pool)->ordinal;
+    return allocate((uint64_t *)dptr, bytes, fg_physical(ordinal), FG_PLAIN);
+}
+
+EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
+                                             CUmemoryPool pool, CUstream s)
+{
+    return cuMemAllocFromPoolAsync(dptr, bytes, pool, s);
+}
+
+/* ---- Virtual memory management ---- */
+
+struct fg_physical_alloc {
+    int physical;
+    int refs;   /* the handle itself, imports, and each mapping */
+    uint64_t size;
+};
+
+struct fg_mapping { uint64_t va; struct fg_physical_alloc *mem; };
+#define MAX_MAPPINGS 4096
+static struct fg_mapping mappings[MAX_MAPPINGS];
+
+static void physical_put(struct fg_physical_alloc *m)
+{
+    if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        fg_release(m->physical, m->size);
+        free(m);
+    }
+}
+
+EXPORT CUresult cuMemGetAllocationGranularity(size_t *g,
+                                              const CUmemAllocationProp *prop,
+                                              CUmemAllocationGranularity_flags f)
+{
+    (void)prop, (void)f;
+    *g = FG_GRANULARITY;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
+                            const CUmemAllocationProp *prop,
+                            unsigned long long flags)
+{
+    (void)flags;
+    FAIL_POINT("cuMemCreate");
+    if (handle == NULL || prop == NULL || size == 0 || size % FG_GRANULARITY)
+        return CUDA_ERROR_INVALID_VALUE;
+    int physical = fg_physical(prop->location.id);
+    if (physical < 0)
+        return CUDA_ERROR_INVALID_DEVICE;
+    if (!fg_reserve(physical, size))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    struct fg_physical_alloc *m = malloc(sizeof *m);
+    *m = (struct fg_physical_alloc){physical, 1, size};
+    *handle = (CUmemGenericAllocationHandle)(uintptr_t)m;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
+{
+    if (handle == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    physical_put((struct fg_physical_alloc *)(uintptr_t)handle);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t align,
+                                    CUdeviceptr addr, unsigned long long flags)
+{
+    (void)align, (void)addr, (void)flags;
+    return allocate((uint64_t *)ptr, size, 0, FG_RESERVE);
+}
+
+EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
+{
+    (void)size;
+    return release(ptr, KIND(FG_RESERVE));
+}
+
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle handle,
+                         unsigned long long flags)
+{
+    (void)size, (void)offset, (void)flags;
+    if (handle == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fg_physical_alloc *m = (struct fg_physical_alloc *)(uintptr_t)handle;
+    for (int i = 0; i < MAX_MAPPINGS; i++) {
+        struct fg_physical_alloc *expected = NULL;
+        if (__atomic_load_n(&mappings[i].mem, __ATOMIC_RELAXED) == NULL &&
+            __atomic_compare_exchange_n(&mappings[i].mem, &expected, m, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            mappings[i].va = ptr;
+            __atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
+            return CUDA_SUCCESS;
+        }
+    }
+    return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
+{
+    (void)size;
+    for (int i = 0; i < MAX_MAPPINGS; i++) {
+        struct fg_physical_alloc *m = __atomic_load_n(&mappings[i].mem, __ATOMIC_ACQUIRE);
+        if (m != NULL && mappings[i].va == ptr &&
+            __atomic_compare_exchange_n(&mappings[i].mem, &m, NULL, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            physical_put(m);
+            return CUDA_SUCCESS;
+        }
+    }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size,
+                               const CUmemAccessDesc *desc, size_t count)
+{
+    (void)ptr, (void)size, (void)desc, (void)count;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemExportToShareableHandle(void *out,
+                                             CUmemGenericAllocationHandle h,
+                                             CUmemAllocationHandleType type,
+                                             unsigned long long flags)
+{
+    (void)type, (void)flags;
+    /* Same-process sharing only: the "handle" is the allocation itself. */
+    *(uint64_t *)out = (uint64_t)h;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h,
+                                               void *os_handle,
+                                               CUmemAllocationHandleType type)
+{
+    (void)type;
+    struct fg_physical_alloc *m = (struct fg_physical_alloc *)(uintptr_t)os_handle;
+    if (m == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
+    *h = (CUmemGenericAllocationHandle)(uintptr_t)m;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop,
+                                                       CUmemGenericAllocationHandle h)
+{
+    struct fg_physical_alloc *m = (struct fg_physical_alloc *)(uintptr_t)h;
+    if (m == NULL || prop == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(prop, 0, sizeof *prop);
+    prop->type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    for (int i = 0; i < fg_visible_count(); i++)
+        if (fg_physical(i) == m->physical)
+            prop->location.id = i;
+    return CUDA_SUCCESS;
+}
+
+/* ---- Arrays ---- */
+
+static uint64_t format_bytes(CUarray_format f)
+{
+    switch (f) {
+    case CU_AD_FORMAT_UNSIGNED_INT16: case CU_AD_FORMAT_SIGNED_INT16:
+    case CU_AD_FORMAT_HALF: return 2;
+    case CU_AD_FORMAT_UNSIGNED_INT32: case CU_AD_FORMAT_SIGNED_INT32:
+    case CU_AD_FORMAT_FLOAT: return 4;
+    default: return 1;
+    }
+}
+
+static CUresult create_array(uint64_t *handle, uint64_t bytes)
+{
+    FAIL_POINT("cuArrayCreate");
+    struct fg_ctx *c;
+    CUresult rc = need_context(&c);
+    return rc ? rc : allocate(handle, bytes, c->physical, FG_ARRAY);
+}
+
+static uint64_t extent(size_t v) { return v ? v : 1; }
+
+EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
+{
+    if (d == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return create_array((uint64_t *)arr, d->Width * extent(d->Height) *
+                        d->NumChannels * format_bytes(d->Format));
+}
+
+EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *d)
+{
+    if (d == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return create_array((uint64_t *)arr, d->Width * extent(d->Height) *
+                        extent(d->Depth) * d->NumChannels *
+                        format_bytes(d->Format));
+}
+
+EXPORT CUresult cuArrayDestroy(CUarray arr)
+{
+    return release((uint64_t)(uintptr_t)arr, KIND(FG_ARRAY));
+}
+
+EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr,
+                                       const CUDA_ARRAY3D_DESCRIPTOR *d,
+                                       unsigned int levels)
+{
+    if (d == NULL || levels == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t base = d->Width * extent(d->Height) * extent(d->Depth) *
+                    d->NumChannels * format_bytes(d->Format);
+    uint64_t total = 0;
+    for (unsigned int l = 0; l < levels && base; l++, base /= 4)
+        total += base;
+    return create_array((uint64_t *)arr, total ? total : 1);
+}
+
+EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
+{
+    return release((uint64_t)(uintptr_t)arr, KIND(FG_ARRAY));
+}
+
+/* ---- Errors ---- */
+
+EXPORT CUresult cuGetErrorString(CUresult e, const char **s)
+{
+    switch (e) {
+    case CUDA_SUCCESS: *s = "no error"; break;
+    case CUDA_ERROR_OUT_OF_MEMORY: *s = "out of memory"; break;
+    case CUDA_ERROR_INVALID_VALUE: *s = "invalid argument"; break;
+    case CUDA_ERROR_NOT_INITIALIZED: *s = "initialization error"; break;
+    case CUDA_ERROR_INVALID_CONTEXT: *s = "invalid device context"; break;
+    default: *s = "unknown error"; break;
+    }
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGetErrorName(CUresult e, const char **s)
+{
+    switch (e) {
+    case CUDA_SUCCESS: *s = "CUDA_SUCCESS"; break;
+    case CUDA_ERROR_OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+    case CUDA_ERROR_INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
+    default: *s = "CUDA_ERROR_UNKNOWN"; break;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* ---- The ledger, for tests (not a CUDA API) ---- */
+
+EXPORT uint64_t fakegpu_device_used(int physical)
+{
+    fg_reap();
+    return __atomic_load_n(&fg_state()->dev[physical].used, __ATOMIC_RELAXED);
+}
+
+EXPORT uint64_t fakegpu_device_peak(int physical)
+{
+    return __atomic_load_n(&fg_state()->dev[physical].peak, __ATOMIC_RELAXED);
+}
+
+EXPORT uint64_t fakegpu_process_used(int physical)
+{
+    return __atomic_load_n(&fg_self()->used[physical], __ATOMIC_RELAXED);
+}

@@ -1,0 +1,67 @@
+/* fakegpu: a simulated CUDA driver (libcuda.so.1) and NVML
+ * (libnvidia-ml.so.1) for machines without a GPU.
+ *
+ * All processes on the machine share one state file (FAKEGPU_STATE), so
+ * device memory is one pool across processes, exactly as on a real GPU, and
+ * the state doubles as the ledger: bytes live per device and per process.
+ * No memory is backed; addresses are unique and never reused.
+ */
+#ifndef FAKEGPU_H
+#define FAKEGPU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define FG_MAX_DEVICES 16
+#define FG_MAX_PROCS 512
+#define FG_MAGIC 0x46414b45475055ull /* "FAKEGPU" */
+#define FG_GRANULARITY (2ull << 20)
+
+struct fg_device {
+    uint64_t total;
+    uint64_t used;  /* bytes handed out by the driver, all processes */
+    uint64_t peak;  /* highest used since the last reset */
+    char name[64];
+    char uuid[48];  /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
+    int32_t pci_bus;
+    int32_t pad;
+};
+
+struct fg_proc {
+    uint64_t busy;  /* 0 free, 1 owned by a live (or not yet reaped) process */
+    int32_t pid;
+    int32_t pad;
+    uint64_t used[FG_MAX_DEVICES];
+};
+
+struct fg_state {
+    uint64_t magic;
+    uint32_t device_count;
+    uint32_t pad;
+    uint64_t next_va;
+    uint64_t reaped;  /* processes whose memory was freed after death */
+    struct fg_device dev[FG_MAX_DEVICES];
+    struct fg_proc procs[FG_MAX_PROCS];
+};
+
+/* state.c: the shared state. fg_state() maps it on first use. */
+struct fg_state *fg_state(void);
+/* This process's row in the ledger (claimed on first use). */
+struct fg_proc *fg_self(void);
+/* Reserve bytes on physical device dev: false = out of memory. */
+bool fg_reserve(int dev, uint64_t bytes);
+void fg_release(int dev, uint64_t bytes);
+/* A fresh device address range, never handed out before. */
+uint64_t fg_new_address(uint64_t bytes);
+/* Free the memory of processes that died; returns how many. */
+int fg_reap(void);
+
+/* Visible devices (CUDA_VISIBLE_DEVICES): ordinal -> physical index. */
+int fg_visible_count(void);
+int fg_physical(int ordinal); /* -1 if out of range */
+
+/* Fault injection (FAKEGPU_FAIL=name[:after]): true if this call must fail. */
+bool fg_should_fail(const char *name);
+
+#endif

@@ -1,0 +1,45 @@
+/* Helpers for tests on the simulated GPU. */
+#ifndef FAKEGPU_UTIL_H
+#define FAKEGPU_UTIL_H
+
+#include <cuda.h>
+#include <stdint.h>
+
+#include "testutil.h"
+
+#define CU_OK(call)                                                            \
+    do {                                                                       \
+        CUresult rc_ = (call);                                                 \
+        CHECK(rc_ == CUDA_SUCCESS, "%s returned %d", #call, (int)rc_);         \
+    } while (0)
+
+/* The ledger of the simulated driver (exported by the fake libcuda). */
+uint64_t fakegpu_device_used(int physical);
+uint64_t fakegpu_device_peak(int physical);
+uint64_t fakegpu_process_used(int physical);
+
+/* Start from a fresh simulated machine: its state file removed, its size
+ * and device count set, before the first driver call of this process. */
+static inline void fakegpu_fresh(int devices, const char *memory)
+{
+    const char *state = getenv("FAKEGPU_STATE");
+    CHECK(state != NULL, "FAKEGPU_STATE must be set");
+    unlink(state);
+    char n[16];
+    snprintf(n, sizeof n, "%d", devices);
+    setenv("FAKEGPU_DEVICES", n, 1);
+    setenv("FAKEGPU_MEMORY", memory, 1);
+}
+
+static inline CUcontext fakegpu_context(int ordinal)
+{
+    CUdevice dev;
+    CUcontext ctx;
+    CU_OK(cuInit(0));
+    CU_OK(cuDeviceGet(&dev, ordinal));
+    CU_OK(cuDevicePrimaryCtxRetain(&ctx, dev));
+    CU_OK(cuCtxSetCurrent(ctx));
+    return ctx;
+}
+
+#endif
