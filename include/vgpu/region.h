@@ -72,6 +72,9 @@ uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev);
 /* Record a device's UUID (first writer wins) and the device count. */
 void vgpu_region_set_device(struct vgpu_region *r, int dev, const char *uuid);
 
+/* True if dev's recorded UUID is uuid. */
+bool vgpu_region_has_uuid(const struct vgpu_region *r, int dev, const char *uuid);
+
 /* Reclaim the slots of dead processes; returns how many were reclaimed. */
 int vgpu_region_reclaim(struct vgpu_region *r);
 

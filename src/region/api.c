@@ -94,6 +94,17 @@ void vgpu_region_set_device(struct vgpu_region *r, int dev, const char *uuid)
     atomic_store_n(&dst[0], uuid[0], RELEASE); /* publishes the bytes above */
 }
 
+bool vgpu_region_has_uuid(const struct vgpu_region *r, int dev, const char *uuid)
+{
+    if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES ||
+        uuid == NULL)
+        return false;
+    const char *mine = r->hami->uuids[dev];
+    /* Acquire: pairs with the release of the first byte in set_device. */
+    return atomic_load_n(&mine[0], ACQUIRE) != 0 &&
+           strncmp(mine, uuid, HAMI_UUID_LEN) == 0;
+}
+
 int vgpu_region_slot(const struct vgpu_region *r)
 {
     return r ? r->slot : -1;

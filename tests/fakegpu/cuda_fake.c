@@ -408,7 +408,13 @@ EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytes)
 {
     CUdeviceptr p = 0;
     CUresult rc = cuMemAlloc_v2(&p, bytes);
-    *dptr = (CUdeviceptr_v1)p; /* the 32-bit API truncates, as it always did */
+    struct fg_alloc a;
+    if (rc == CUDA_SUCCESS && allocs_take(p, &a)) {
+        /* The 32-bit API sees 32-bit addresses: key it by what it sees. */
+        a.key = (CUdeviceptr_v1)p;
+        allocs_put(a);
+    }
+    *dptr = (CUdeviceptr_v1)p;
     return rc;
 }
 

@@ -1,0 +1,134 @@
+/* Glue between the hooks and the region: lazy attach (no lock or sleep on
+ * the program's first CUDA call beyond the region's own attach), devices,
+ * and the reserve/settle/free protocol around every driver allocation. */
+#include "hook/account.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hook/real.h"
+#include "log.h"
+#include "vgpu/config.h"
+
+static struct vgpu_region *region;
+/* Depth of driver calls made by our hooks on this thread. A driver that
+ * calls its own exported functions (cuMemAlloc through cuMemAlloc_v2) would
+ * otherwise meet our hook again and charge twice: nested calls are not
+ * accounted. */
+static __thread int in_driver;
+static pthread_once_t attached = PTHREAD_ONCE_INIT;
+
+static void record_devices(struct vgpu_region *r)
+{
+    int count = 0;
+    if (REAL(cuDeviceGetCount) == NULL || REAL(cuDeviceGetCount)(&count) != CUDA_SUCCESS)
+        return;
+    for (int d = 0; d < count && d < VGPU_MAX_DEVICES; d++) {
+        CUuuid u;
+        if (REAL(cuDeviceGetUuid_v2)(&u, d) != CUDA_SUCCESS)
+            continue;
+        const unsigned char *b = (const unsigned char *)u.bytes;
+        char text[48];
+        snprintf(text, sizeof text,
+                 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+                 "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
+                 b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                 b[14], b[15]);
+        vgpu_region_set_device(r, d, text);
+    }
+}
+
+static void after_fork_child(void)
+{
+    ledger_clear(); /* the parent's allocations are not the child's */
+}
+
+static void attach(void)
+{
+    const char *off = vgpu_env(VGPU_ENV_DISABLE_CONTROL);
+    if (off && strcmp(off, "true") == 0) {
+        log_info("CUDA_DISABLE_CONTROL=true: no limit is enforced");
+        return;
+    }
+    struct vgpu_attach_options opts;
+    vgpu_attach_options_from_env(&opts);
+    region = vgpu_region_attach(&opts);
+    pthread_atfork(NULL, NULL, after_fork_child);
+    if (region != NULL)
+        record_devices(region);
+}
+
+/* The driver frees a process's memory when it exits; leave the region then
+ * too, returning the slot and whatever it still holds. */
+__attribute__((destructor)) static void leave(void)
+{
+    struct vgpu_region *r = region;
+    region = NULL;
+    vgpu_region_detach(r);
+}
+
+struct vgpu_region *account_region(void)
+{
+    pthread_once(&attached, attach);
+    return region;
+}
+
+int account_current_device(void)
+{
+    if (in_driver)
+        return -1;
+    CUdevice dev;
+    if (REAL(cuCtxGetDevice) == NULL || REAL(cuCtxGetDevice)(&dev) != CUDA_SUCCESS)
+        return -1;
+    return dev;
+}
+
+bool account_reserve(int dev, uint64_t bytes)
+{
+    if (dev >= 0 &&
+        !vgpu_region_try_charge(account_region(), dev, bytes, VGPU_CHARGE_DATA))
+        return false;
+    in_driver++;
+    return true;
+}
+
+bool account_adjust(int dev, uint64_t reserved, uint64_t actual)
+{
+    struct vgpu_region *r = account_region();
+    if (dev < 0 || actual == reserved)
+        return true;
+    if (actual < reserved) {
+        vgpu_region_uncharge(r, dev, reserved - actual, VGPU_CHARGE_DATA);
+        return true;
+    }
+    return vgpu_region_try_charge(r, dev, actual - reserved, VGPU_CHARGE_DATA);
+}
+
+void account_settle(int dev, uint64_t bytes, bool ok, enum ledger_space space,
+                    uint64_t key)
+{
+    in_driver--;
+    if (dev < 0)
+        return;
+    vgpu_region_settle(account_region(), dev, bytes, VGPU_CHARGE_DATA, ok);
+    if (ok)
+        ledger_put(space, key, (struct ledger_entry){dev, bytes});
+}
+
+CUresult account_free(enum ledger_space space, uint64_t key,
+                      driver_free_fn free_fn, void *arg)
+{
+    struct ledger_entry e;
+    bool known = ledger_take(space, key, &e);
+    in_driver++;
+    CUresult rc = free_fn(key, arg);
+    in_driver--;
+    if (!known)
+        return rc;
+    if (rc == CUDA_SUCCESS)
+        vgpu_region_uncharge(account_region(), e.dev, e.bytes, VGPU_CHARGE_DATA);
+    else
+        ledger_put(space, key, e); /* still allocated: still charged */
+    return rc;
+}

@@ -1,0 +1,100 @@
+/* A chained hash table split into shards, each under its own mutex: two
+ * threads contend only when they touch the same shard. */
+#include "hook/ledger.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#define SHARDS 64
+#define BUCKETS 1024 /* per shard; chains grow beyond */
+
+struct node {
+    uint64_t key;
+    enum ledger_space space;
+    struct ledger_entry e;
+    struct node *next;
+};
+
+static struct shard {
+    pthread_mutex_t lock;
+    struct node *buckets[BUCKETS];
+} shards[SHARDS];
+
+static pthread_once_t ready = PTHREAD_ONCE_INIT;
+
+static void init_shards(void)
+{
+    for (int i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&shards[i].lock, NULL);
+}
+
+static uint64_t mix(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ull;
+    return k ^ (k >> 33);
+}
+
+static struct node **bucket(struct shard **s, enum ledger_space space, uint64_t key)
+{
+    pthread_once(&ready, init_shards);
+    uint64_t h = mix(key * 4 + (uint64_t)space);
+    *s = &shards[h % SHARDS];
+    return &(*s)->buckets[(h / SHARDS) % BUCKETS];
+}
+
+void ledger_put(enum ledger_space space, uint64_t key, struct ledger_entry e)
+{
+    struct node *n = malloc(sizeof *n);
+    if (n == NULL)
+        return; /* cannot track: its free will pass through uncharged */
+    struct shard *s;
+    struct node **head = bucket(&s, space, key);
+    n->key = key;
+    n->space = space;
+    n->e = e;
+    pthread_mutex_lock(&s->lock);
+    n->next = *head;
+    *head = n;
+    pthread_mutex_unlock(&s->lock);
+}
+
+bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e)
+{
+    struct shard *s;
+    struct node **p = bucket(&s, space, key);
+    struct node *found = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (; *p != NULL; p = &(*p)->next)
+        if ((*p)->key == key && (*p)->space == space) {
+            found = *p;
+            *p = found->next;
+            break;
+        }
+    pthread_mutex_unlock(&s->lock);
+    if (found == NULL)
+        return false;
+    *e = found->e;
+    free(found);
+    return true;
+}
+
+void ledger_clear(void)
+{
+    pthread_once(&ready, init_shards);
+    for (int i = 0; i < SHARDS; i++) {
+        pthread_mutex_lock(&shards[i].lock);
+        for (int b = 0; b < BUCKETS; b++) {
+            struct node *n = shards[i].buckets[b];
+            shards[i].buckets[b] = NULL;
+            while (n) {
+                struct node *next = n->next;
+                free(n);
+                n = next;
+            }
+        }
+        pthread_mutex_unlock(&shards[i].lock);
+    }
+}

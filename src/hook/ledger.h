@@ -1,0 +1,22 @@
+/* What this process allocated through the driver: key (device pointer, VMM
+ * handle or array handle) -> (device, bytes, charge kind). Thread-safe, O(1)
+ * per operation. Frees of keys not here pass through untouched. */
+#ifndef VGPU_HOOK_LEDGER_H
+#define VGPU_HOOK_LEDGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum ledger_space { SPACE_POINTER = 1, SPACE_VMM = 2, SPACE_ARRAY = 3 };
+
+struct ledger_entry {
+    int dev;
+    uint64_t bytes;
+};
+
+void ledger_put(enum ledger_space space, uint64_t key, struct ledger_entry e);
+bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e);
+/* Forget everything (a fork child owns none of its parent's allocations). */
+void ledger_clear(void);
+
+#endif

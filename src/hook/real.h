@@ -1,0 +1,37 @@
+/* The boundary to the driver: one table of the real functions, resolved
+ * once. Nothing else in vgpu calls dlsym. */
+#ifndef VGPU_HOOK_REAL_H
+#define VGPU_HOOK_REAL_H
+
+#include <cuda.h>
+
+#include "hook/symbols.h"
+#include "nvml_decl.h"
+
+enum real_id {
+#define ID(name) REAL_##name,
+    VGPU_CUDA_HOOKS(ID) VGPU_CUDA_USED(ID) VGPU_NVML_HOOKS(ID) VGPU_NVML_USED(ID)
+#undef ID
+    REAL_COUNT
+};
+
+/* NVML's prototypes for what we use (cuda.h has the driver's). */
+nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t, nvmlMemory_t *);
+nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t, nvmlMemory_v2_t *);
+nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t, char *, unsigned int);
+nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t, unsigned int *);
+
+/* The real function (NULL if the installed driver lacks it). */
+void *real_fn(enum real_id id);
+#define REAL(name) ((__typeof__(&name))real_fn(REAL_##name))
+
+/* glibc's dlsym, bypassing our override. */
+void *real_dlsym(void *handle, const char *name);
+
+/* Our hook for an exported name, if we intercept it and the driver has it. */
+void *hook_for_symbol(const char *name);
+
+/* Replace a real function pointer by our hook of it, if we have one. */
+void *hook_for_real(void *fn);
+
+#endif

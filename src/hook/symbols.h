@@ -1,0 +1,48 @@
+/* Every driver and NVML symbol vgpu intercepts, by its exported name.
+ * X(name) expands once per symbol; the hook of the same name lives in one of
+ * the files of this directory, and real.c resolves the driver's own. */
+#ifndef VGPU_HOOK_SYMBOLS_H
+#define VGPU_HOOK_SYMBOLS_H
+
+#define VGPU_CUDA_HOOKS(X)                                                     \
+    X(cuGetProcAddress)                                                        \
+    X(cuGetProcAddress_v2)                                                     \
+    X(cuMemAlloc)                                                              \
+    X(cuMemAlloc_v2)                                                           \
+    X(cuMemAllocPitch_v2)                                                      \
+    X(cuMemAllocManaged)                                                       \
+    X(cuMemFree)                                                               \
+    X(cuMemFree_v2)                                                            \
+    X(cuMemAllocAsync)                                                         \
+    X(cuMemAllocAsync_ptsz)                                                    \
+    X(cuMemAllocFromPoolAsync)                                                 \
+    X(cuMemAllocFromPoolAsync_ptsz)                                            \
+    X(cuMemFreeAsync)                                                          \
+    X(cuMemFreeAsync_ptsz)                                                     \
+    X(cuMemCreate)                                                             \
+    X(cuMemRelease)                                                            \
+    X(cuArrayCreate_v2)                                                        \
+    X(cuArray3DCreate_v2)                                                      \
+    X(cuArrayDestroy)                                                          \
+    X(cuMipmappedArrayCreate)                                                  \
+    X(cuMipmappedArrayDestroy)                                                 \
+    X(cuMemGetInfo)                                                            \
+    X(cuMemGetInfo_v2)                                                         \
+    X(cuDeviceTotalMem)                                                        \
+    X(cuDeviceTotalMem_v2)
+
+/* Driver functions vgpu calls but does not intercept. */
+#define VGPU_CUDA_USED(X)                                                      \
+    X(cuCtxGetDevice)                                                          \
+    X(cuDeviceGetCount)                                                        \
+    X(cuDeviceGetUuid_v2)
+
+#define VGPU_NVML_HOOKS(X)                                                     \
+    X(nvmlDeviceGetMemoryInfo)                                                 \
+    X(nvmlDeviceGetMemoryInfo_v2)
+
+#define VGPU_NVML_USED(X)                                                      \
+    X(nvmlDeviceGetUUID)                                                       \
+    X(nvmlDeviceGetIndex)
+
+#endif
