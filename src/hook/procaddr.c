@@ -8,8 +8,18 @@
 #include <dlfcn.h>
 
 #include "hook/real.h"
+#include "log.h"
 
 #define EXPORT __attribute__((visibility("default")))
+
+static void *swapped(const char *symbol, int version, cuuint64_t flags, void *fn)
+{
+    void *hook = hook_for_real(fn);
+    if (hook != fn)
+        log_debug("cuGetProcAddress(%s, %d, %llu): hooked", symbol, version,
+                  (unsigned long long)flags);
+    return hook;
+}
 
 EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version,
                                     cuuint64_t flags,
@@ -19,7 +29,7 @@ EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version,
         return CUDA_ERROR_NOT_INITIALIZED;
     CUresult rc = REAL(cuGetProcAddress_v2)(symbol, pfn, version, flags, status);
     if (rc == CUDA_SUCCESS && pfn)
-        *pfn = hook_for_real(*pfn);
+        *pfn = swapped(symbol, version, flags, *pfn);
     return rc;
 }
 
@@ -30,12 +40,15 @@ EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int version,
         return CUDA_ERROR_NOT_INITIALIZED;
     CUresult rc = REAL(cuGetProcAddress)(symbol, pfn, version, flags);
     if (rc == CUDA_SUCCESS && pfn)
-        *pfn = hook_for_real(*pfn);
+        *pfn = swapped(symbol, version, flags, *pfn);
     return rc;
 }
 
 EXPORT void *dlsym(void *handle, const char *name)
 {
     void *hook = hook_for_symbol(name);
-    return hook ? hook : real_dlsym(handle, name);
+    if (hook == NULL)
+        return real_dlsym(handle, name);
+    log_debug("dlsym(%s): hooked", name);
+    return hook;
 }

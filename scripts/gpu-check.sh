@@ -1,0 +1,86 @@
+#!/bin/bash
+# Build vgpu on a machine with a real NVIDIA GPU and prove it there:
+# PyTorch (default, expandable segments, cudaMallocAsync), a CUDA-runtime
+# program and a driver-API program under a 4 GiB limit; 8 processes racing
+# to the limit; overhead of a 2 MiB alloc+free loop and of start-up.
+# Prints a short table last. Usage: scripts/gpu-check.sh [results-dir]
+set -u
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0
+RES=${1:-/tmp/vgpu-gpu-check}
+mkdir -p "$RES"
+B=build-gpu
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+KV=$RES/results.txt
+: > "$KV"
+
+cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DVGPU_WERROR=OFF >"$RES/build.log" 2>&1 &&
+  cmake --build $B -j"$(nproc)" --target vgpu vgpuctl >>"$RES/build.log" 2>&1 ||
+  { tail -30 "$RES/build.log"; exit 1; }
+gcc -O2 -I$CUDA/include tests/gpu/driver_check.c -o $B/driver_check \
+    -L$CUDA/lib64/stubs -lcuda || exit 1
+gcc -O2 -I$CUDA/include tests/gpu/runtime_check.c -o $B/runtime_check \
+    -L$CUDA/lib64 -lcudart -Wl,-rpath,$CUDA/lib64 || exit 1
+
+LIB=$PWD/$B/libvgpu.so
+REGION=$RES/region.cache
+vg() { # run under vgpu with a 4 GiB limit, in a fresh region
+    rm -f "$REGION"
+    env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g \
+        CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" "$@"
+}
+record() { tee -a "$KV"; }
+
+echo "== limit checks"
+vg python3 tests/gpu/torch_check.py torch 2>&1 | record
+PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True vg python3 tests/gpu/torch_check.py torch_vmm 2>&1 | record
+PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync vg python3 tests/gpu/torch_check.py torch_async 2>&1 | record
+vg $B/runtime_check limit 2>&1 | record
+vg $B/driver_check limit 2>&1 | record
+echo "-- without vgpu, for comparison"
+python3 tests/gpu/torch_check.py nolimit_torch 2>&1 | record
+
+echo "== 8 processes racing to the limit (256 MiB chunks)"
+rm -f "$REGION" "$RES"/release "$RES"/race.*
+for i in 0 1 2 3 4 5 6 7; do
+    env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g \
+        CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" \
+        $B/driver_check race "$RES" >"$RES/race.$i" 2>&1 &
+done
+for t in $(seq 1 600); do
+    [ "$(cat "$RES"/race.* 2>/dev/null | grep -c race_chunks)" -ge 8 ] && break
+    sleep 0.1
+done
+$B/vgpuctl --file "$REGION" status | tee "$RES/race-status.txt"
+touch "$RES/release"
+wait
+chunks=$(cat "$RES"/race.* | awk '/race_chunks/ {s += $2} END {print s + 0}')
+echo "race_total_mib $((chunks * 256))" | record
+
+echo "== overhead"
+for mode in vgpu plain; do
+    pre=""; [ $mode = vgpu ] && pre=vg
+    $pre $B/runtime_check loop 2000 | sed "s/^/${mode}_/" | record
+    $pre $B/driver_check loop 2000 | sed "s/^/${mode}_/" | record
+    for i in 1 2 3 4 5; do $pre $B/runtime_check startup; done |
+        awk -v m=$mode '/startup_s/ {v[NR]=$2} END {n=asort(v); print m "_startup_median_s " v[int((n+1)/2)]}' | record
+done
+
+echo
+echo "| check | expected | measured |"
+echo "|---|---|---|"
+get() { awk -v k="$1" '$1 == k {print $2; exit}' "$KV"; }
+row() { printf '| %s | %s | %s |\n' "$1" "$2" "$(get "$3")"; }
+for t in torch torch_vmm torch_async runtime driver; do
+    row "$t: total MiB seen" 4096 ${t}_total_mib
+    row "$t: 6 GiB refused" 1 ${t}_6g_refused
+    row "$t: 3 GiB succeeds" 1 ${t}_3g_ok
+done
+row "8 processes: MiB obtained in all" "<= 4096" race_total_mib
+row "no vgpu: torch total MiB" physical nolimit_torch_total_mib
+row "2 MiB cudaMalloc+cudaFree ns, vgpu" - vgpu_runtime_alloc_free_ns
+row "2 MiB cudaMalloc+cudaFree ns, plain" - plain_runtime_alloc_free_ns
+row "2 MiB cuMemAlloc+cuMemFree ns, vgpu" - vgpu_driver_alloc_free_ns
+row "2 MiB cuMemAlloc+cuMemFree ns, plain" - plain_driver_alloc_free_ns
+row "start-up to first cudaMalloc s, vgpu" - vgpu_startup_median_s
+row "start-up to first cudaMalloc s, plain" - plain_startup_median_s
