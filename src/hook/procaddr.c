@@ -44,11 +44,32 @@ EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int version,
     return rc;
 }
 
-EXPORT void *dlsym(void *handle, const char *name)
+/* dlsym itself. glibc resolves dlsym(RTLD_NEXT, name) relative to the
+ * object that called it, found from the return address: a plain wrapper
+ * would make every RTLD_NEXT lookup relative to libvgpu (and sanitizer
+ * runtimes, which resolve their interceptors so, would then find
+ * themselves). On x86-64, dlsym_x86_64.S answers hooked names through
+ * vgpu_dlsym_hook and otherwise jumps to glibc's dlsym with the caller's
+ * return address intact; elsewhere this C version stands in. */
+void *vgpu_dlsym_hook(const char *name)
 {
     void *hook = hook_for_symbol(name);
-    if (hook == NULL)
-        return real_dlsym(handle, name);
-    log_debug("dlsym(%s): hooked", name);
+    if (hook != NULL)
+        log_debug("dlsym(%s): hooked", name);
     return hook;
 }
+
+__attribute__((no_sanitize_address, no_sanitize_thread,
+               no_sanitize("undefined")))
+void *vgpu_dlsym_next(void)
+{
+    return real_dlsym_fn();
+}
+
+#if !defined(__x86_64__)
+EXPORT void *dlsym(void *handle, const char *name)
+{
+    void *hook = vgpu_dlsym_hook(name);
+    return hook ? hook : real_dlsym(handle, name);
+}
+#endif

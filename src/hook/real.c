@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "log.h"
@@ -32,7 +33,11 @@ static __thread int resolving;
 
 typedef void *(*dlsym_fn)(void *, const char *);
 
-void *real_dlsym(void *handle, const char *name)
+/* Not instrumented: reached from dlsym while a sanitizer runtime is still
+ * initializing (its shadow memory not yet mapped). */
+__attribute__((no_sanitize_address, no_sanitize_thread,
+               no_sanitize("undefined")))
+void *real_dlsym_fn(void)
 {
     static dlsym_fn next;
     dlsym_fn fn = __atomic_load_n(&next, __ATOMIC_ACQUIRE);
@@ -44,6 +49,12 @@ void *real_dlsym(void *handle, const char *name)
         /* Release: a racing thread that sees it may call it. */
         __atomic_store_n(&next, fn, __ATOMIC_RELEASE);
     }
+    return (void *)fn;
+}
+
+void *real_dlsym(void *handle, const char *name)
+{
+    dlsym_fn fn = (dlsym_fn)real_dlsym_fn();
     return fn ? fn(handle, name) : NULL;
 }
 
@@ -70,8 +81,13 @@ void *real_fn(enum real_id id)
 
 void *hook_for_symbol(const char *name)
 {
-    if (resolving || name == NULL ||
-        (strncmp(name, "cu", 2) != 0 && strncmp(name, "nvml", 4) != 0))
+    /* Decided without calling libc: sanitizer runtimes look up their own
+     * functions through dlsym before their interceptors (strncmp among
+     * them) can run. */
+    bool ours = name != NULL && ((name[0] == 'c' && name[1] == 'u') ||
+                                 (name[0] == 'n' && name[1] == 'v' &&
+                                  name[2] == 'm' && name[3] == 'l'));
+    if (resolving || !ours)
         return NULL;
     for (int i = 0; i < REAL_COUNT; i++)
         if (symbols[i].hook && strcmp(symbols[i].name, name) == 0)

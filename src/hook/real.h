@@ -25,7 +25,9 @@ nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t, unsigned int *);
 void *real_fn(enum real_id id);
 #define REAL(name) ((__typeof__(&name))real_fn(REAL_##name))
 
-/* glibc's dlsym, bypassing our override. */
+/* glibc's dlsym, bypassing our override: the function, and a call of it
+ * (for our own lookups in libraries we opened; never for RTLD_NEXT). */
+void *real_dlsym_fn(void);
 void *real_dlsym(void *handle, const char *name);
 
 /* Our hook for an exported name, if we intercept it and the driver has it. */
