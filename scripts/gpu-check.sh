@@ -58,18 +58,19 @@ chunks=$(cat "$RES"/race.* | awk '/race_chunks/ {s += $2} END {print s + 0}')
 echo "race_total_mib $((chunks * 256))" | record
 
 echo "== overhead"
-for mode in vgpu plain; do
+for mode in plain vgpu plain vgpu; do
     pre=""; [ $mode = vgpu ] && pre=vg
     $pre $B/runtime_check loop 2000 | sed "s/^/${mode}_/" | record
     $pre $B/driver_check loop 2000 | sed "s/^/${mode}_/" | record
     for i in 1 2 3 4 5; do $pre $B/runtime_check startup; done |
-        awk -v m=$mode '/startup_s/ {v[NR]=$2} END {n=asort(v); print m "_startup_median_s " v[int((n+1)/2)]}' | record
+        awk '/startup_s/ {print $2}' | sort -n | sed -n 3p |
+        sed "s/^/${mode}_startup_median_s /" | record
 done
 
 echo
 echo "| check | expected | measured |"
 echo "|---|---|---|"
-get() { awk -v k="$1" '$1 == k {print $2; exit}' "$KV"; }
+get() { awk -v k="$1" '$1 == k {v = $2} END {print v}' "$KV"; }
 row() { printf '| %s | %s | %s |\n' "$1" "$2" "$(get "$3")"; }
 for t in torch torch_vmm torch_async runtime driver; do
     row "$t: total MiB seen" 4096 ${t}_total_mib

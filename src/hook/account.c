@@ -53,6 +53,9 @@ static void attach(void)
     }
     struct vgpu_attach_options opts;
     vgpu_attach_options_from_env(&opts);
+    int count = 0;
+    if (REAL(cuDeviceGetCount) && REAL(cuDeviceGetCount)(&count) == CUDA_SUCCESS)
+        opts.device_count = count;
     region = vgpu_region_attach(&opts);
     pthread_atfork(NULL, NULL, after_fork_child);
     if (region != NULL)

@@ -73,11 +73,12 @@ void *region_map(int fd)
 }
 
 static void write_fresh_region(void *base, const struct vgpu_attach_options *o,
-                               uint32_t mode)
+                               uint32_t mode, bool was_empty)
 {
     struct hami_region *h = base;
     struct vgpu_ext *e = region_ext(base);
-    memset(base, 0, VGPU_FILE_SIZE);
+    if (!was_empty) /* a new file reads as zeros already: touch no page */
+        memset(base, 0, VGPU_FILE_SIZE);
     h->major_version = HAMI_MAJOR;
     h->minor_version = HAMI_MINOR;
     h->owner_pid = (uint64_t)getpid();
@@ -99,6 +100,8 @@ static void write_fresh_region(void *base, const struct vgpu_attach_options *o,
 bool region_initialize(int fd, const struct vgpu_attach_options *opts,
                        uint32_t mode)
 {
+    struct stat st;
+    bool was_empty = fstat(fd, &st) == 0 && st.st_size == 0;
     /* Never shrink below the layout while a monitor may map the old size;
      * set the exact size (extending a HAMi-core file, trimming garbage). */
     if (ftruncate(fd, (off_t)VGPU_FILE_SIZE) != 0) {
@@ -109,7 +112,7 @@ bool region_initialize(int fd, const struct vgpu_attach_options *opts,
     void *base = region_map(fd);
     if (base == NULL)
         return false;
-    write_fresh_region(base, opts, mode);
+    write_fresh_region(base, opts, mode, was_empty);
     munmap(base, VGPU_FILE_SIZE);
     return true;
 }

@@ -42,7 +42,6 @@ static bool take_free_slot(struct vgpu_region *r, int i)
      * is busy with a dropped lock and is reclaimed (zeroed) like any other. */
     atomic_store_n(&s->word, SLOT_WORD(SLOT_GEN(word) + 1, SLOT_BUSY), RELAXED);
     s->pid = (int32_t)getpid();
-    s->start_time = proc_start_time(getpid());
     struct hami_slot *hs = &r->hami->procs[i];
     atomic_store_n(&hs->pid, (int32_t)getpid(), RELAXED);
     atomic_store_n(&hs->hostpid, proc_host_pid(), RELAXED);
