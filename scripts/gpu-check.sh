@@ -15,7 +15,7 @@ KV=$RES/results.txt
 : > "$KV"
 
 cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DVGPU_WERROR=OFF >"$RES/build.log" 2>&1 &&
-  cmake --build $B -j"$(nproc)" --target vgpu vgpuctl >>"$RES/build.log" 2>&1 ||
+  cmake --build $B -j"$(nproc)" --target vgpu vgpuctl demo_rank >>"$RES/build.log" 2>&1 ||
   { tail -30 "$RES/build.log"; exit 1; }
 gcc -O2 -I$CUDA/include tests/gpu/driver_check.c -o $B/driver_check \
     -L$CUDA/lib64/stubs -lcuda || exit 1
@@ -67,6 +67,12 @@ for mode in plain vgpu plain vgpu; do
         sed "s/^/${mode}_startup_median_s /" | record
 done
 
+echo "== 8 ranks on this one GPU, started together (make demo)"
+VGPU_BUILD=$B scripts/demo.sh 2>&1 | tee "$RES/demo.txt"
+awk '/^== without/ {m="plain"} /^== with vgpu/ {m="vgpu"}
+     /^start-up:/ {print m "_ranks_startup_p50_s " $3; print m "_ranks_startup_max_s " $6}
+     /one more GiB/ {print m "_ranks_extra_gib " $NF}' "$RES/demo.txt" | record
+
 echo
 echo "| check | expected | measured |"
 echo "|---|---|---|"
@@ -83,5 +89,10 @@ row "2 MiB cudaMalloc+cudaFree ns, vgpu" - vgpu_runtime_alloc_free_ns
 row "2 MiB cudaMalloc+cudaFree ns, plain" - plain_runtime_alloc_free_ns
 row "2 MiB cuMemAlloc+cuMemFree ns, vgpu" - vgpu_driver_alloc_free_ns
 row "2 MiB cuMemAlloc+cuMemFree ns, plain" - plain_driver_alloc_free_ns
+row "8 ranks, one GPU: start-up p50 s, vgpu" - vgpu_ranks_startup_p50_s
+row "8 ranks, one GPU: start-up max s, vgpu" - vgpu_ranks_startup_max_s
+row "8 ranks, one GPU: start-up p50 s, plain" - plain_ranks_startup_p50_s
+row "8 ranks, one GPU: start-up max s, plain" - plain_ranks_startup_max_s
+row "8 ranks holding 3.5 GiB: 1 GiB more, vgpu" CUDA_ERROR_OUT_OF_MEMORY vgpu_ranks_extra_gib
 row "start-up to first cudaMalloc s, vgpu" - vgpu_startup_median_s
 row "start-up to first cudaMalloc s, plain" - plain_startup_median_s
