@@ -84,6 +84,11 @@ int vgpu_region_slot(const struct vgpu_region *r);
 /* The mode the region file was created with. */
 const char *vgpu_region_mode(const struct vgpu_region *r);
 
+/* Benchmarks and tests only: take the mode's run-time lock (if it has one)
+ * and never give it back, to measure what a process killed holding it
+ * costs the others. */
+void vgpu_region_debug_hold(struct vgpu_region *r);
+
 /* ---- Inspection, for vgpuctl and monitors: no slot is claimed. ---- */
 
 struct vgpu_snapshot_proc {

@@ -105,6 +105,12 @@ bool vgpu_region_has_uuid(const struct vgpu_region *r, int dev, const char *uuid
            strncmp(mine, uuid, HAMI_UUID_LEN) == 0;
 }
 
+void vgpu_region_debug_hold(struct vgpu_region *r)
+{
+    if (usable(r) && r->ops->hold)
+        r->ops->hold(r);
+}
+
 int vgpu_region_slot(const struct vgpu_region *r)
 {
     return r ? r->slot : -1;

@@ -126,6 +126,7 @@ static bool prepare_alone(struct vgpu_region *r,
         r->base = data;
         r->hami = data;
         r->ext = region_ext(data);
+        r->ops = mode_ops(r->ext->mode);
         region_heal(r);
         r->base = NULL;
         munmap(data, size);
@@ -244,10 +245,14 @@ static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
     if (r->fd < 0)
         return false;
     if (take_attach_lock(r, opts)) {
+        if (r->ops->slots_enter)
+            r->ops->slots_enter(r);
         slots_reclaim_window(r, 8);
         r->slot = slot_claim(r);
         if (r->slot < 0 && vgpu_region_reclaim(r) > 0)
             r->slot = slot_claim(r);
+        if (r->ops->slots_exit)
+            r->ops->slots_exit(r);
         if (r->slot >= 0) {
             r->pid = getpid();
             return true;
@@ -307,8 +312,13 @@ void vgpu_region_detach(struct vgpu_region *r)
     if (r == NULL)
         return;
     remember(r, false);
-    if (r->slot >= 0)
+    if (r->slot >= 0) {
+        if (r->ops->slots_enter)
+            r->ops->slots_enter(r);
         slot_release(r);
+        if (r->ops->slots_exit)
+            r->ops->slots_exit(r);
+    }
     if (r->fd >= 0)
         close(r->fd); /* drops our attach lock */
     if (r->base != NULL)

@@ -16,7 +16,7 @@
 #include "atomic.h"
 #include "region_internal.h"
 
-static bool exceeds(uint64_t used, uint64_t bytes, uint64_t limit)
+bool charge_exceeds(uint64_t used, uint64_t bytes, uint64_t limit)
 {
     if (bytes > UINT64_MAX - used)
         return true;
@@ -33,7 +33,7 @@ static uint64_t *kind_counter(struct hami_device_memory *m,
     }
 }
 
-static void slot_add(struct vgpu_region *r, int dev, uint64_t bytes,
+void slot_add(struct vgpu_region *r, int dev, uint64_t bytes,
                      enum vgpu_charge_kind kind)
 {
     struct hami_device_memory *m = &r->hami->procs[r->slot].used[dev];
@@ -41,7 +41,7 @@ static void slot_add(struct vgpu_region *r, int dev, uint64_t bytes,
     atomic_add(&m->total, bytes, RELAXED);
 }
 
-static void slot_sub(struct vgpu_region *r, int dev, uint64_t bytes,
+void slot_sub(struct vgpu_region *r, int dev, uint64_t bytes,
                      enum vgpu_charge_kind kind)
 {
     struct hami_device_memory *m = &r->hami->procs[r->slot].used[dev];
@@ -57,7 +57,7 @@ static bool default_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
     struct vgpu_device_counter *c = &r->ext->dev[dev];
     uint64_t used = atomic_load_n(&c->used, RELAXED);
     do {
-        if (exceeds(used, bytes, limit))
+        if (charge_exceeds(used, bytes, limit))
             return false;
     } while (!atomic_cas(&c->used, &used, used + bytes, RELAXED, RELAXED));
     atomic_max_u64(&c->peak, used + bytes);
@@ -86,6 +86,7 @@ static uint64_t default_used(const struct vgpu_region *r, int dev)
 
 const struct region_mode_ops mode_default_ops = {
     .name = "default",
+    .device_counters = true,
     .try_charge = default_try_charge,
     .settle = default_settle,
     .uncharge = default_uncharge,

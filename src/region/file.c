@@ -92,9 +92,6 @@ static void write_fresh_region(void *base, const struct vgpu_attach_options *o,
     e->file_size = VGPU_FILE_SIZE;
     e->creator_pid = (uint64_t)getpid();
     e->device_count = (uint32_t)devices;
-    /* Release: a reader that sees the magic (the monitor included) sees
-     * every field written above. */
-    atomic_store_n(&h->initialized_flag, HAMI_MAGIC, RELEASE);
 }
 
 bool region_initialize(int fd, const struct vgpu_attach_options *opts,
@@ -113,6 +110,14 @@ bool region_initialize(int fd, const struct vgpu_attach_options *opts,
     if (base == NULL)
         return false;
     write_fresh_region(base, opts, mode, was_empty);
+    struct vgpu_region view = {.base = base, .fd = fd, .hami = base,
+                               .ext = region_ext(base), .slot = -1,
+                               .ops = mode_ops(mode)};
+    if (view.ops->init)
+        view.ops->init(&view);
+    /* Release: a reader that sees the magic (the monitor included) sees
+     * every field written above. */
+    atomic_store_n(&view.hami->initialized_flag, HAMI_MAGIC, RELEASE);
     munmap(base, VGPU_FILE_SIZE);
     return true;
 }

@@ -16,6 +16,17 @@
  * in settle(!ok); a check-then-act mode adds in settle(ok). */
 struct region_mode_ops {
     const char *name;
+    /* Charges go through vgpu_ext.dev[] (ours); the seed's modes count only
+     * in the slots, so reclaim must not touch dev[] for them. */
+    bool device_counters;
+    /* Optional: set up the mode's locks in a fresh (or healed) file. */
+    void (*init)(struct vgpu_region *r);
+    /* Optional: around claiming or releasing a slot (the seed's modes take
+     * their semaphore and start-up lock file there). */
+    void (*slots_enter)(struct vgpu_region *r);
+    void (*slots_exit)(struct vgpu_region *r);
+    /* Benchmarks only: take the runtime lock and never give it back. */
+    void (*hold)(struct vgpu_region *r);
     bool (*try_charge)(struct vgpu_region *r, int dev, uint64_t bytes,
                        enum vgpu_charge_kind kind);
     void (*settle)(struct vgpu_region *r, int dev, uint64_t bytes,
@@ -27,10 +38,30 @@ struct region_mode_ops {
 
 enum vgpu_mode_id {
     MODE_DEFAULT = 0,
+    MODE_LEGACY,
+    MODE_TIMEOUTS,
+    MODE_PER_PROCESS,
+    MODE_RWLOCK,
+    MODE_ATOMICS,
+    MODE_SEQLOCK,
     MODE_COUNT
 };
 
 extern const struct region_mode_ops mode_default_ops;
+extern const struct region_mode_ops mode_legacy_ops;
+extern const struct region_mode_ops mode_timeouts_ops;
+extern const struct region_mode_ops mode_per_process_ops;
+extern const struct region_mode_ops mode_rwlock_ops;
+extern const struct region_mode_ops mode_atomics_ops;
+extern const struct region_mode_ops mode_seqlock_ops;
+
+/* Shared by the modes (charge.c): would used + bytes pass limit (or wrap)?
+ * And this process's slot counters for dev (kind and total). */
+bool charge_exceeds(uint64_t used, uint64_t bytes, uint64_t limit);
+void slot_add(struct vgpu_region *r, int dev, uint64_t bytes,
+              enum vgpu_charge_kind kind);
+void slot_sub(struct vgpu_region *r, int dev, uint64_t bytes,
+              enum vgpu_charge_kind kind);
 
 /* The ops of a mode id, or NULL. */
 const struct region_mode_ops *mode_ops(uint32_t id);

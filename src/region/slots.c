@@ -74,7 +74,7 @@ void slot_empty_counters(struct vgpu_region *r, int i)
         atomic_store_n(&m->data_size, 0, RELAXED);
         atomic_store_n(&m->context_size, 0, RELAXED);
         atomic_store_n(&m->module_size, 0, RELAXED);
-        if (total != 0)
+        if (total != 0 && r->ops->device_counters)
             atomic_sub(&r->ext->dev[d].used, total, RELAXED);
     }
 }
@@ -173,4 +173,6 @@ void region_heal(struct vgpu_region *r)
         }
     }
     atomic_store_n(&r->hami->procnum, 0, RELAXED);
+    if (r->ops->init)
+        r->ops->init(r); /* a dead holder's semaphore or rwlock, reset */
 }

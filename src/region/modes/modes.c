@@ -5,6 +5,12 @@
 
 static const struct region_mode_ops *const modes[MODE_COUNT] = {
     [MODE_DEFAULT] = &mode_default_ops,
+    [MODE_LEGACY] = &mode_legacy_ops,
+    [MODE_TIMEOUTS] = &mode_timeouts_ops,
+    [MODE_PER_PROCESS] = &mode_per_process_ops,
+    [MODE_RWLOCK] = &mode_rwlock_ops,
+    [MODE_ATOMICS] = &mode_atomics_ops,
+    [MODE_SEQLOCK] = &mode_seqlock_ops,
 };
 
 const struct region_mode_ops *mode_ops(uint32_t id)

@@ -1,0 +1,128 @@
+/* The locking machinery of HAMi-core that the seed's modes keep. */
+#define _GNU_SOURCE
+#include "seed.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../atomic.h"
+#include "../../log.h"
+
+_Static_assert(sizeof(sem_t) <= sizeof(((struct hami_region *)0)->sem),
+               "sem_t fits HAMi's sem field");
+
+/* HAMi-core's: 10 s, 30 times. */
+const struct sem_policy seed_sem_legacy = {
+    30, {10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000,
+         10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000,
+         10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000}};
+
+static sem_t *sem_of(struct vgpu_region *r)
+{
+    return (sem_t *)(void *)r->hami->sem;
+}
+
+void seed_sem_init(struct vgpu_region *r)
+{
+    sem_init(sem_of(r), 1, 1);
+    atomic_store_n(&r->hami->owner_pid, 0, RELAXED);
+}
+
+static struct timespec deadline_in(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* sem_timedwait's clock */
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+bool seed_sem_lock(struct vgpu_region *r, const struct sem_policy *p)
+{
+    for (int i = 0; i < p->tries; i++) {
+        struct timespec ts = deadline_in(p->wait_ms[i]);
+        int rc;
+        while ((rc = sem_timedwait(sem_of(r), &ts)) != 0 && errno == EINTR)
+            ;
+        if (rc == 0) {
+            /* Relaxed: a hint for the next waiter's dead-holder check. */
+            atomic_store_n(&r->hami->owner_pid, (uint64_t)getpid(), RELAXED);
+            return true;
+        }
+        /* HAMi-core's repair: a holder that died will never post. */
+        pid_t owner = (pid_t)atomic_load_n(&r->hami->owner_pid, RELAXED);
+        if (owner > 0 && kill(owner, 0) != 0 && errno == ESRCH) {
+            log_warn("semaphore holder %d is dead; releasing it", (int)owner);
+            atomic_store_n(&r->hami->owner_pid, 0, RELAXED);
+            sem_post(sem_of(r));
+        }
+    }
+    log_warn("semaphore not obtained after %d tries; going on without it",
+             p->tries);
+    return false;
+}
+
+void seed_sem_unlock(struct vgpu_region *r)
+{
+    atomic_store_n(&r->hami->owner_pid, 0, RELAXED);
+    sem_post(sem_of(r));
+}
+
+static void lockfile_path(struct vgpu_region *r, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s.lock", r->path);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+bool seed_lockfile_take(struct vgpu_region *r, const struct lockfile_policy *p)
+{
+    char path[4200];
+    lockfile_path(r, path, sizeof path);
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    if (p->jitter_max_ms > 0)
+        sleep_ms(rand_r(&seed) % (p->jitter_max_ms + 1));
+    for (int i = 0; i < p->tries; i++) {
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            close(fd);
+            return true;
+        }
+        int span = p->sleep_max_ms - p->sleep_min_ms + 1;
+        sleep_ms(p->sleep_min_ms + rand_r(&seed) % span);
+    }
+    log_warn("start-up lock %s still held after %d tries; going on", path,
+             p->tries);
+    return false;
+}
+
+void seed_lockfile_drop(struct vgpu_region *r)
+{
+    char path[4200];
+    lockfile_path(r, path, sizeof path);
+    unlink(path);
+}
+
+uint64_t seed_slots_sum(const struct vgpu_region *r, int dev)
+{
+    uint64_t sum = 0;
+    int n = atomic_load_n(&r->hami->procnum, RELAXED);
+    for (int i = 0; i < n && i < VGPU_MAX_SLOTS; i++)
+        sum += atomic_load_n(&r->hami->procs[i].used[dev].total, RELAXED);
+    return sum;
+}
