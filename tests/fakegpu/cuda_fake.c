@@ -370,6 +370,9 @@ static CUresult allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind)
 {
     if (dptr == NULL || bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    uint64_t delay_us = env_u64("FAKEGPU_ALLOC_DELAY_US");
+    if (delay_us) /* a real cuMemAlloc takes tens of microseconds */
+        usleep((useconds_t)delay_us);
     if (kind != FG_MANAGED && kind != FG_RESERVE && !fg_reserve(physical, bytes))
         return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t addr = fg_new_address(bytes);
