@@ -84,6 +84,9 @@ static void set_child_env(const char *mode)
     setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", region, 1);
     setenv("VGPU_REGION_MODE", mode, 1);
     setenv("LIBCUDA_LOG_LEVEL", "0", 1);
+    /* HAMi-core's host-PID detection under its lock file creates a context:
+     * model it as one context creation (seed modes only; see README). */
+    setenv("VGPU_LEGACY_STARTUP_WORK_MS", "300", 1);
 }
 
 static void clear_child_env(void)

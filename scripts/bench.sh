@@ -14,7 +14,8 @@ echo
 echo "## Start-up of 8 ranks on the simulated GPU (make demo)"
 VGPU_BUILD=$B scripts/demo.sh | grep -E "^==|^start-up|one more GiB"
 echo
-echo "## Synchronization modes (simulated GPU, context creation 300 ms, cudaMalloc 50 us)"
+echo "## Synchronization modes (simulated GPU, context creation 300 ms, cudaMalloc 50 us,"
+echo "## 300 ms of start-up work under the seed modes' lock file)"
 $B/modes_bench $B bench/results "$@"
 if ! command -v gnuplot >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null

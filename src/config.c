@@ -31,6 +31,9 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
         "task priority written to the region (not yet)"},
     [VGPU_ENV_ACTIVE_OOM_KILLER] = {"ACTIVE_OOM_KILLER", NULL, false,
         "kill processes over the limit (not yet)"},
+    [VGPU_ENV_LEGACY_WORK] = {"VGPU_LEGACY_STARTUP_WORK_MS", "0", true,
+        "benchmarks: milliseconds of start-up work the seed's modes do under "
+        "their lock file (HAMi-core's host-PID detection)"},
 };
 
 const char *vgpu_env(enum vgpu_env_id id)

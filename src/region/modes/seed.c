@@ -101,6 +101,9 @@ bool seed_lockfile_take(struct vgpu_region *r, const struct lockfile_policy *p)
         int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
         if (fd >= 0) {
             close(fd);
+            /* HAMi-core detects the host PID here, creating a context while
+             * it holds the lock; benchmarks model that with this delay. */
+            sleep_ms(atoi(vgpu_env(VGPU_ENV_LEGACY_WORK)));
             return true;
         }
         int span = p->sleep_max_ms - p->sleep_min_ms + 1;
