@@ -50,6 +50,10 @@ struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts);
 /* Release the slot, returning whatever it still holds, and unmap. */
 void vgpu_region_detach(struct vgpu_region *r);
 
+/* Give the slot back (returning what it holds) but keep the mapping: later
+ * charges of this process are not accounted. For exit paths. */
+void vgpu_region_release_slot(struct vgpu_region *r);
+
 /* Reserve bytes on dev before asking the driver. False: over the limit
  * (after trying to reclaim dead processes' charges once). */
 bool vgpu_region_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,

@@ -63,12 +63,11 @@ static void attach(void)
 }
 
 /* The driver frees a process's memory when it exits; leave the region then
- * too, returning the slot and whatever it still holds. */
+ * too, returning the slot and whatever it still holds. The mapping stays:
+ * another thread may still be inside a hook while the process exits. */
 __attribute__((destructor)) static void leave(void)
 {
-    struct vgpu_region *r = region;
-    region = NULL;
-    vgpu_region_detach(r);
+    vgpu_region_release_slot(region);
 }
 
 struct vgpu_region *account_region(void)

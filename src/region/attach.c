@@ -307,18 +307,23 @@ bool region_rejoin_after_fork(struct vgpu_region *r)
     return joined;
 }
 
+void vgpu_region_release_slot(struct vgpu_region *r)
+{
+    if (r == NULL || r->slot < 0)
+        return;
+    if (r->ops->slots_enter)
+        r->ops->slots_enter(r);
+    slot_release(r);
+    if (r->ops->slots_exit)
+        r->ops->slots_exit(r);
+}
+
 void vgpu_region_detach(struct vgpu_region *r)
 {
     if (r == NULL)
         return;
     remember(r, false);
-    if (r->slot >= 0) {
-        if (r->ops->slots_enter)
-            r->ops->slots_enter(r);
-        slot_release(r);
-        if (r->ops->slots_exit)
-            r->ops->slots_exit(r);
-    }
+    vgpu_region_release_slot(r);
     if (r->fd >= 0)
         close(r->fd); /* drops our attach lock */
     if (r->base != NULL)
