@@ -87,14 +87,24 @@ static void seq_write(struct vgpu_region *r, int dev, uint64_t bytes,
 {
     uint64_t *seq = seq_of(r, r->slot);
     atomic_add(seq, 1, RELAXED); /* odd: a write is under way */
-    /* Orders the odd value before the counter updates below, so a reader
-     * that sees any update also sees the odd (or a later) value. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* The total changes with release: a reader that acquires the new total
+     * also sees the odd sequence (or a later one) when it reads it again. */
+    uint64_t *total = &r->hami->procs[r->slot].used[dev].total;
     if (add)
-        slot_add(r, dev, bytes, kind);
+        atomic_add(total, bytes, RELEASE);
     else
-        slot_sub(r, dev, bytes, kind);
-    atomic_add(seq, 1, RELEASE); /* the updates before the even value */
+        atomic_sub(total, bytes, RELEASE);
+    atomic_add(seq, 1, RELEASE); /* even, after the total: the write is done */
+    /* The per-kind counter is for the monitor only: no reader of this mode
+     * sums it. */
+    struct hami_device_memory *m = &r->hami->procs[r->slot].used[dev];
+    uint64_t *part = kind == VGPU_CHARGE_CONTEXT ? &m->context_size
+                     : kind == VGPU_CHARGE_MODULE ? &m->module_size
+                                                  : &m->data_size;
+    if (add)
+        atomic_add(part, bytes, RELAXED);
+    else
+        atomic_sub(part, bytes, RELAXED);
 }
 
 static void seq_settle(struct vgpu_region *r, int dev, uint64_t bytes,
@@ -115,9 +125,10 @@ static uint64_t seq_read_slot(const struct vgpu_region *r, int slot, int dev)
     const uint64_t *total = &r->hami->procs[slot].used[dev].total;
     uint64_t value = 0;
     for (int i = 0; i < SEQ_RETRIES; i++) {
-        uint64_t before = atomic_load_n(seq_of(r, slot), ACQUIRE); /* then the value */
-        value = atomic_load_n(total, RELAXED);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the value before re-reading seq */
+        /* Acquire on both loads: the value is read after the first sequence
+         * read, and the second sequence read after the value. */
+        uint64_t before = atomic_load_n(seq_of(r, slot), ACQUIRE);
+        value = atomic_load_n(total, ACQUIRE);
         uint64_t after = atomic_load_n(seq_of(r, slot), RELAXED);
         if (before == after && (before & 1) == 0)
             return value;
