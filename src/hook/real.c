@@ -40,7 +40,7 @@ __attribute__((no_sanitize_address, no_sanitize_thread,
 void *real_dlsym_fn(void)
 {
     static dlsym_fn next;
-    dlsym_fn fn = __atomic_load_n(&next, __ATOMIC_ACQUIRE);
+    dlsym_fn fn = __atomic_load_n(&next, __ATOMIC_ACQUIRE); /* pairs below */
     if (fn == NULL) {
         /* glibc 2.34 moved dlsym into libc under a new version. */
         fn = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");

@@ -13,7 +13,7 @@ static bool device_ok(int dev)
         return true;
     /* A limit can only name devices 0..15; documented: not accounted. */
     static int warned;
-    if (!atomic_xchg(&warned, 1, RELAXED))
+    if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */
         log_warn("device index %d is outside 0..%d; its memory is not "
                  "accounted", dev, VGPU_MAX_DEVICES - 1);
     return false;
@@ -28,7 +28,7 @@ static bool usable(struct vgpu_region *r)
     if (atomic_load_n(&r->forked, ACQUIRE)) {
         static pthread_mutex_t rejoin_lock = PTHREAD_MUTEX_INITIALIZER;
         pthread_mutex_lock(&rejoin_lock); /* once per fork, not per charge */
-        if (atomic_load_n(&r->forked, RELAXED))
+        if (atomic_load_n(&r->forked, RELAXED)) /* under rejoin_lock */
             region_rejoin_after_fork(r);
         pthread_mutex_unlock(&rejoin_lock);
     }
@@ -73,6 +73,7 @@ uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev)
 {
     if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return 0;
+    /* Relaxed: the monitor may rewrite it at any time; any recent value. */
     return atomic_load_n(&r->hami->limit[dev], RELAXED);
 }
 
@@ -85,7 +86,7 @@ void vgpu_region_set_device(struct vgpu_region *r, int dev, const char *uuid)
      * writers write the same bytes; the first byte goes last so a reader
      * that finds it non-zero (HAMi's IsValidUUID) finds the rest too. */
     char *dst = r->hami->uuids[dev];
-    if (atomic_load_n(&dst[0], RELAXED) != 0)
+    if (atomic_load_n(&dst[0], RELAXED) != 0) /* set already: nothing to order */
         return;
     size_t n = strnlen(uuid, HAMI_UUID_LEN - 1);
     if (n == 0)

@@ -227,7 +227,7 @@ static void warn_on_disagreement(struct vgpu_region *r,
         log_warn("region %s was created in mode \"%s\"; using it instead of "
                  "\"%s\"", r->path, r->ops->name, mode_ops(want)->name);
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
-        uint64_t file = atomic_load_n(&r->hami->limit[d], RELAXED);
+        uint64_t file = atomic_load_n(&r->hami->limit[d], RELAXED); /* a warning */
         if (opts->limits[d] != file) {
             log_warn("device %d: limit %llu bytes asked, the region says %llu; "
                      "the region's limit applies", d,

@@ -1,4 +1,6 @@
-/* Looking at a region from outside (vgpuctl, tests): no slot is claimed. */
+/* Looking at a region from outside (vgpuctl, tests): no slot is claimed.
+ * Counter reads here are relaxed: a snapshot is a statistic, each field
+ * read whole, not all of them at one instant. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>

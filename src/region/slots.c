@@ -27,6 +27,7 @@ static void raise_procnum(struct hami_region *h, int slot)
 static bool take_free_slot(struct vgpu_region *r, int i)
 {
     struct vgpu_slot_ext *s = &r->ext->slots[i];
+    /* Relaxed: a hint only; the state is read again under the lock. */
     if (SLOT_STATE(atomic_load_n(&s->word, RELAXED)) != SLOT_FREE)
         return false;
     if (!byte_lock(r->fd, LOCK_SLOT(i), BYTE_WRITE, false))
@@ -42,6 +43,7 @@ static bool take_free_slot(struct vgpu_region *r, int i)
      * is busy with a dropped lock and is reclaimed (zeroed) like any other. */
     atomic_store_n(&s->word, SLOT_WORD(SLOT_GEN(word) + 1, SLOT_BUSY), RELAXED);
     s->pid = (int32_t)getpid();
+    /* Relaxed: for the monitor, which reads them without ordering. */
     struct hami_slot *hs = &r->hami->procs[i];
     atomic_store_n(&hs->pid, (int32_t)getpid(), RELAXED);
     atomic_store_n(&hs->hostpid, proc_host_pid(), RELAXED);
@@ -82,6 +84,7 @@ void slot_empty_counters(struct vgpu_region *r, int i)
 static void empty_slot(struct vgpu_region *r, int i, uint64_t word)
 {
     struct vgpu_slot_ext *s = &r->ext->slots[i];
+    /* Relaxed: only the holder of the slot's lock writes the word. */
     atomic_store_n(&s->word, SLOT_WORD(SLOT_GEN(word), SLOT_RECLAIMING), RELAXED);
     slot_empty_counters(r, i);
     struct hami_slot *hs = &r->hami->procs[i];
@@ -99,7 +102,7 @@ void slot_release(struct vgpu_region *r)
     int i = r->slot;
     if (i < 0)
         return;
-    empty_slot(r, i, atomic_load_n(&r->ext->slots[i].word, RELAXED));
+    empty_slot(r, i, atomic_load_n(&r->ext->slots[i].word, RELAXED)); /* ours */
     byte_unlock(r->fd, LOCK_SLOT(i));
     r->slot = -1;
 }
@@ -114,6 +117,7 @@ bool slot_owner_alive(struct vgpu_region *r, int i)
 bool slot_try_reclaim(struct vgpu_region *r, int i)
 {
     struct vgpu_slot_ext *s = &r->ext->slots[i];
+    /* Relaxed: a hint; a busy slot is read again under its lock. */
     if (i == r->slot || SLOT_STATE(atomic_load_n(&s->word, RELAXED)) == SLOT_FREE)
         return false;
     if (!byte_lock(r->fd, LOCK_SLOT(i), BYTE_WRITE, false))
@@ -165,6 +169,7 @@ void region_heal(struct vgpu_region *r)
     for (int i = 0; i < VGPU_MAX_SLOTS; i++)
         slot_try_reclaim(r, i);
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        /* Relaxed: alone, nobody else charges (the attach lock is ours). */
         uint64_t leaked = atomic_xchg(&r->ext->dev[d].used, 0, RELAXED);
         if (leaked != 0) {
             log_info("healed %llu bytes on device %d left by processes killed "
