@@ -17,24 +17,27 @@ static CUresult settled(int dev, uint64_t bytes, CUresult rc, uint64_t key)
     return rc;
 }
 
+/* The body of every hook that allocates `bytes` into *dptr with `call`:
+ * reserve on the current device, call the driver, settle. */
+#define CHARGED_ALLOC(bytes, call)                                             \
+    do {                                                                       \
+        int dev_ = account_current_device();                                   \
+        if (!account_reserve(dev_, (bytes)))                                   \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
+        CUresult rc_ = (call);                                                 \
+        return settled(dev_, (bytes), rc_, rc_ == CUDA_SUCCESS ? *dptr : 0);   \
+    } while (0)
+
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
 {
     NEED(cuMemAlloc_v2);
-    int dev = account_current_device();
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMemAlloc_v2)(dptr, bytes);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0);
+    CHARGED_ALLOC(bytes, REAL(cuMemAlloc_v2)(dptr, bytes));
 }
 
 EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytes)
 {
     NEED(cuMemAlloc);
-    int dev = account_current_device();
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMemAlloc)(dptr, bytes);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0);
+    CHARGED_ALLOC(bytes, REAL(cuMemAlloc)(dptr, bytes));
 }
 
 EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
@@ -65,11 +68,7 @@ EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes,
                                   unsigned int flags)
 {
     NEED(cuMemAllocManaged);
-    int dev = account_current_device();
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMemAllocManaged)(dptr, bytes, flags);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0);
+    CHARGED_ALLOC(bytes, REAL(cuMemAllocManaged)(dptr, bytes, flags));
 }
 
 static CUresult real_free_v2(uint64_t p, void *a) { (void)a; return REAL(cuMemFree_v2)(p); }
@@ -94,43 +93,27 @@ EXPORT CUresult cuMemFree(CUdeviceptr_v1 ptr)
 EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
 {
     NEED(cuMemAllocAsync);
-    int dev = account_current_device();
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMemAllocAsync)(dptr, bytes, s);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0);
+    CHARGED_ALLOC(bytes, REAL(cuMemAllocAsync)(dptr, bytes, s));
 }
 
 EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
 {
     NEED(cuMemAllocAsync_ptsz);
-    int dev = account_current_device();
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMemAllocAsync_ptsz)(dptr, bytes, s);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0);
+    CHARGED_ALLOC(bytes, REAL(cuMemAllocAsync_ptsz)(dptr, bytes, s));
 }
 
 EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
                                         CUmemoryPool pool, CUstream s)
 {
     NEED(cuMemAllocFromPoolAsync);
-    int dev = account_current_device();
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMemAllocFromPoolAsync)(dptr, bytes, pool, s);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0);
+    CHARGED_ALLOC(bytes, REAL(cuMemAllocFromPoolAsync)(dptr, bytes, pool, s));
 }
 
 EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
                                              CUmemoryPool pool, CUstream s)
 {
     NEED(cuMemAllocFromPoolAsync_ptsz);
-    int dev = account_current_device();
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMemAllocFromPoolAsync_ptsz)(dptr, bytes, pool, s);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0);
+    CHARGED_ALLOC(bytes, REAL(cuMemAllocFromPoolAsync_ptsz)(dptr, bytes, pool, s));
 }
 
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream s)

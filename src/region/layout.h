@@ -124,7 +124,7 @@ struct vgpu_slot_ext {
     uint64_t word;        /* enum vgpu_slot_state + generation */
     int32_t pid;
     int32_t pad;
-    uint64_t start_time;  /* owner's start time (clock ticks since boot) */
+    uint64_t start_time;  /* reserved: a pid + start-time liveness fallback */
     uint64_t pad2[5];
 };
 

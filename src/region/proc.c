@@ -1,31 +1,10 @@
-/* Process identity read from /proc: start time (to tell a reused pid from
- * the process that held a slot) and the pid as the host sees it. */
+/* The pid as the host sees it, read from /proc (for HAMi's monitor). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "region_internal.h"
-
-uint64_t proc_start_time(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* Field 2 (comm) may hold spaces and parentheses: count fields from
-     * the last ')'. Start time is field 22, the 20th after it. */
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return 0;
-    for (int field = 2; field < 22 && p != NULL; field++)
-        p = strchr(p + 1, ' ');
-    return p == NULL ? 0 : strtoull(p + 1, NULL, 10);
-}
 
 /* The kernel gives the initial pid namespace a fixed inode number
  * (PROC_PID_INIT_INO). */

@@ -111,8 +111,7 @@ bool region_rejoin_after_fork(struct vgpu_region *r);
  * for writing). */
 void region_heal(struct vgpu_region *r);
 
-/* Process identity (proc.c). */
-uint64_t proc_start_time(pid_t pid);
+/* The host's pid of this process, 0 if not visible (proc.c). */
 int32_t proc_host_pid(void);
 
 #endif
