@@ -15,6 +15,7 @@
  * the start-up sizes.
  * writes OUT_DIR/modes.md (a Markdown table) and OUT_DIR/startup.dat. */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -37,7 +38,9 @@ static int n_sizes = MAX_SIZES;
 /* VGPU_BENCH_REAL=1: the machine's own driver instead of the simulated one. */
 static bool real_driver;
 
-static char build_dir[512], out_dir[512], region[600], state[600];
+/* PATH_MAX: realpath writes up to it (and FORTIFY_SOURCE checks it). */
+static char build_dir[PATH_MAX], out_dir[PATH_MAX];
+static char region[PATH_MAX + 64], state[PATH_MAX + 64];
 
 struct startup_result {
     double p50, p99, max, wall;
@@ -67,7 +70,7 @@ static void fresh_files(const char *tag)
 {
     snprintf(region, sizeof region, "%s/%s.cache", out_dir, tag);
     snprintf(state, sizeof state, "%s/%s.state", out_dir, tag);
-    char lock[620];
+    char lock[PATH_MAX + 80];
     snprintf(lock, sizeof lock, "%s.lock", region);
     unlink(region);
     unlink(state);
@@ -76,7 +79,7 @@ static void fresh_files(const char *tag)
 
 static void set_child_env(const char *mode)
 {
-    char lib[600], fake[600];
+    char lib[PATH_MAX + 32], fake[PATH_MAX + 32];
     snprintf(lib, sizeof lib, "%s/libvgpu.so", build_dir);
     snprintf(fake, sizeof fake, "%s/fakegpu", build_dir);
     setenv("LD_PRELOAD", lib, 1);
@@ -122,7 +125,7 @@ static void launch(struct launch *l, int n, const char *what)
     CHECK(pipe(gate) == 0 && pipe(results) == 0 && pipe(hold) == 0, "pipes");
     double *t0 = mmap(NULL, sizeof *t0, PROT_READ | PROT_WRITE,
                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    char exe[600];
+    char exe[PATH_MAX + 32];
     snprintf(exe, sizeof exe, "%s/start_rank", build_dir);
     l->n = n;
     for (int i = 0; i < n; i++) {
@@ -228,7 +231,7 @@ static uint64_t ledger_peak(void)
 {
     if (real_driver)
         return 0; /* the real driver keeps no peak we can read */
-    char cmd[1400];
+    char cmd[3 * PATH_MAX];
     snprintf(cmd, sizeof cmd, "FAKEGPU_STATE='%s' '%s/fakegpu-ledger' --json",
              state, build_dir);
     FILE *f = popen(cmd, "r");
@@ -522,7 +525,7 @@ int main(int argc, char **argv)
         crash(&res[i], sh);
         fprintf(stderr, "%s: done\n", modes[i]);
     }
-    char path[700];
+    char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/modes.md", out_dir);
     FILE *f = fopen(path, "w");
     print_table(f, res, n);
