@@ -37,6 +37,15 @@ PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True vg python3 tests/gpu/torch_chec
 PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync vg python3 tests/gpu/torch_check.py torch_async 2>&1 | record
 vg $B/runtime_check limit 2>&1 | record
 vg $B/driver_check limit 2>&1 | record
+echo "-- nvidia-smi under vgpu (NVML hooked) while a process holds 3 GiB"
+rm -f "$REGION"
+env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" \
+    python3 -c 'import torch,time; x=torch.empty(3<<30,dtype=torch.uint8,device="cuda"); time.sleep(8)' &
+sleep 5
+env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" \
+    nvidia-smi --query-gpu=memory.total,memory.used --format=csv,noheader,nounits |
+    head -1 | awk -F', *' '{print "smi_total_mib " $1; print "smi_used_mib " $2}' | record
+wait
 echo "-- without vgpu, for comparison"
 python3 tests/gpu/torch_check.py nolimit_torch 2>&1 | record
 
@@ -83,6 +92,8 @@ for t in torch torch_vmm torch_async runtime driver; do
     row "$t: 6 GiB refused" 1 ${t}_6g_refused
     row "$t: 3 GiB succeeds" 1 ${t}_3g_ok
 done
+row "nvidia-smi under vgpu: total MiB" 4096 smi_total_mib
+row "nvidia-smi under vgpu: used MiB while 3 GiB held" "~3072" smi_used_mib
 row "8 processes: MiB obtained in all" "<= 4096" race_total_mib
 row "no vgpu: torch total MiB" physical nolimit_torch_total_mib
 row "2 MiB cudaMalloc+cudaFree ns, vgpu" - vgpu_runtime_alloc_free_ns
