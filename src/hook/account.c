@@ -4,14 +4,17 @@
 #include "hook/account.h"
 
 #include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "atomic.h"
 #include "hook/real.h"
 #include "log.h"
 #include "vgpu/config.h"
 
 static struct vgpu_region *region;
+static int attach_started; /* set once attach() has begun in this process */
 /* Depth of driver calls made by our hooks on this thread. A driver that
  * calls its own exported functions (cuMemAlloc through cuMemAlloc_v2) would
  * otherwise meet our hook again and charge twice: nested calls are not
@@ -46,6 +49,7 @@ static void after_fork_child(void)
 
 static void attach(void)
 {
+    atomic_store_n(&attach_started, 1, RELEASE); /* region is ours from now on */
     const char *off = vgpu_env(VGPU_ENV_DISABLE_CONTROL);
     if (off && strcmp(off, "true") == 0) {
         log_info("CUDA_DISABLE_CONTROL=true: no limit is enforced");
@@ -74,6 +78,40 @@ struct vgpu_region *account_region(void)
 {
     pthread_once(&attached, attach);
     return region;
+}
+
+struct vgpu_region *account_region_view(void)
+{
+    /* Acquire: pairs with the release in attach(). */
+    if (atomic_load_n(&attach_started, ACQUIRE))
+        return account_region();
+    /* A process that only asks (nvidia-smi): read the file if it exists,
+     * without taking a slot; try again on later calls if it does not yet. */
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static struct vgpu_region *view;
+    pthread_mutex_lock(&lock);
+    const char *path = vgpu_env(VGPU_ENV_SHARED_CACHE);
+    if (view == NULL && access(path, F_OK) == 0)
+        view = vgpu_region_open_existing(path);
+    pthread_mutex_unlock(&lock);
+    return view;
+}
+
+static uint64_t env_limits[VGPU_MAX_DEVICES];
+static pthread_once_t env_limits_parsed = PTHREAD_ONCE_INIT;
+
+static void parse_env_limits(void)
+{
+    vgpu_config_limits(env_limits);
+}
+
+uint64_t account_limit(struct vgpu_region *r, int dev)
+{
+    if (r != NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return vgpu_region_limit(r, dev);
+    /* No region yet: the limit this container was given. */
+    pthread_once(&env_limits_parsed, parse_env_limits);
+    return env_limits[dev];
 }
 
 int account_current_device(void)

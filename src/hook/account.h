@@ -14,6 +14,13 @@
 /* The region, attached on first use; NULL when not limiting. */
 struct vgpu_region *account_region(void);
 
+/* For processes that only look (NVML): this process's region if it has
+ * attached, else the file read without taking a slot, else NULL. */
+struct vgpu_region *account_region_view(void);
+
+/* dev's limit in r, or from the environment when r is NULL (0: none). */
+uint64_t account_limit(struct vgpu_region *r, int dev);
+
 /* The current context's device, or -1 (no context: not accounted). */
 int account_current_device(void);
 

@@ -15,12 +15,12 @@ struct view {
     uint64_t free;
 };
 
-/* Clamp the physical view of device dev to its limit. */
-static struct view limited(int dev, uint64_t phys_free, uint64_t phys_total)
+/* Clamp the physical view of device dev to its limit in region r. */
+static struct view limited(struct vgpu_region *r, int dev, uint64_t phys_free,
+                           uint64_t phys_total)
 {
     struct view v = {phys_total, phys_free};
-    struct vgpu_region *r = account_region();
-    uint64_t limit = vgpu_region_limit(r, dev);
+    uint64_t limit = account_limit(r, dev);
     if (dev < 0 || limit == 0)
         return v;
     uint64_t used = vgpu_region_used(r, dev);
@@ -38,7 +38,8 @@ EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
     CUresult rc = REAL(cuMemGetInfo_v2)(free_bytes, total);
     if (rc != CUDA_SUCCESS || free_bytes == NULL || total == NULL)
         return rc;
-    struct view v = limited(account_current_device(), *free_bytes, *total);
+    struct view v = limited(account_region(), account_current_device(),
+                            *free_bytes, *total);
     *free_bytes = v.free;
     *total = v.total;
     return rc;
@@ -66,7 +67,7 @@ EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
         return CUDA_ERROR_NOT_INITIALIZED;
     CUresult rc = REAL(cuDeviceTotalMem_v2)(bytes, dev);
     if (rc == CUDA_SUCCESS && bytes)
-        *bytes = limited(dev, *bytes, *bytes).total;
+        *bytes = limited(account_region(), dev, *bytes, *bytes).total;
     return rc;
 }
 
@@ -90,12 +91,11 @@ static bool visible_devices_unset(void)
 /* The CUDA ordinal of an NVML device: by UUID, from the UUIDs the CUDA
  * processes of this region recorded; without them, the NVML index when
  * nothing renumbers the devices. -1: not one of ours. */
-static int cuda_ordinal(nvmlDevice_t device)
+static int cuda_ordinal(struct vgpu_region *r, nvmlDevice_t device)
 {
     char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE];
     if (REAL(nvmlDeviceGetUUID) &&
         REAL(nvmlDeviceGetUUID)(device, uuid, sizeof uuid) == NVML_SUCCESS) {
-        struct vgpu_region *r = account_region();
         for (int d = 0; d < VGPU_MAX_DEVICES; d++)
             if (vgpu_region_has_uuid(r, d, uuid))
                 return d;
@@ -115,7 +115,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *m
     nvmlReturn_t rc = REAL(nvmlDeviceGetMemoryInfo)(device, m);
     if (rc != NVML_SUCCESS || m == NULL)
         return rc;
-    struct view v = limited(cuda_ordinal(device), m->free, m->total);
+    struct vgpu_region *r = account_region_view();
+    struct view v = limited(r, cuda_ordinal(r, device), m->free, m->total);
     m->total = v.total;
     m->free = v.free;
     m->used = v.total - v.free;
@@ -130,10 +131,16 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device,
     nvmlReturn_t rc = REAL(nvmlDeviceGetMemoryInfo_v2)(device, m);
     if (rc != NVML_SUCCESS || m == NULL)
         return rc;
-    struct view v = limited(cuda_ordinal(device), m->free, m->total);
-    m->total = v.total;
-    m->free = v.free;
-    uint64_t taken = v.total - v.free;
-    m->used = taken > m->reserved ? taken - m->reserved : 0;
+    struct vgpu_region *r = account_region_view();
+    int dev = cuda_ordinal(r, device);
+    struct view v = limited(r, dev, m->free, m->total);
+    if (v.total != m->total) {
+        /* Limited: what the container uses is what it sees used; the
+         * driver's own reserve is not part of its limit. */
+        m->total = v.total;
+        m->free = v.free;
+        m->reserved = 0;
+        m->used = v.total - v.free;
+    }
     return rc;
 }
