@@ -38,10 +38,10 @@ PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync vg python3 tests/gpu/torch_check
 vg $B/runtime_check limit 2>&1 | record
 vg $B/driver_check limit 2>&1 | record
 echo "-- nvidia-smi under vgpu (NVML hooked) while a process holds 3 GiB"
-rm -f "$REGION"
+rm -f "$REGION" "$RES/held"
 env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" \
-    python3 -c 'import torch,time; x=torch.empty(3<<30,dtype=torch.uint8,device="cuda"); time.sleep(8)' &
-sleep 5
+    python3 -c 'import sys,torch,time; x=torch.empty(3<<30,dtype=torch.uint8,device="cuda"); open(sys.argv[1],"w").close(); time.sleep(8)' "$RES/held" &
+for i in $(seq 1 600); do [ -e "$RES/held" ] && break; sleep 0.1; done
 env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" \
     nvidia-smi --query-gpu=memory.total,memory.used --format=csv,noheader,nounits |
     head -1 | awk -F', *' '{print "smi_total_mib " $1; print "smi_used_mib " $2}' | record
