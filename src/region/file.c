@@ -12,23 +12,29 @@
 #include "log.h"
 #include "region_internal.h"
 
-static bool acceptable_owner(const char *path, const struct stat *st)
+/* What follows a refusal, at the end of its one log line: attaching
+ * processes run unlimited; inspectors (vgpuctl) just stop. */
+static const char *consequence(bool create)
+{
+    return create ? "running without a limit" : "not read";
+}
+
+static bool acceptable_owner(const char *path, const struct stat *st, bool create)
 {
     if (!S_ISREG(st->st_mode)) {
-        log_error("region %s is not a regular file; running without a limit",
-                  path);
+        log_error("region %s is not a regular file; %s", path, consequence(create));
         return false;
     }
     if (st->st_uid != geteuid()) {
-        log_error("region %s belongs to uid %u, not to this process's uid %u; "
-                  "running without a limit", path, (unsigned)st->st_uid,
-                  (unsigned)geteuid());
+        log_error("region %s belongs to uid %u, not to this process's uid %u; %s",
+                  path, (unsigned)st->st_uid, (unsigned)geteuid(),
+                  consequence(create));
         return false;
     }
     if (st->st_mode & S_IWOTH) {
         log_error("region %s is world-writable (mode %o); anyone could change "
-                  "the limit, so it is not used; running without a limit",
-                  path, (unsigned)(st->st_mode & 07777));
+                  "the limit, so it is not used; %s", path,
+                  (unsigned)(st->st_mode & 07777), consequence(create));
         return false;
     }
     return true;
@@ -42,18 +48,18 @@ int region_open_file(const char *path, bool create)
     if (fd < 0) {
         int err = errno;
         if (err == ELOOP)
-            log_error("region %s is a symbolic link; refusing it, running "
-                      "without a limit", path);
+            log_error("region %s is a symbolic link; refused, %s", path,
+                      consequence(create));
         else if (err == ENOENT && create)
-            log_error("region %s: its directory does not exist; running "
-                      "without a limit", path);
+            log_error("region %s: its directory does not exist; %s", path,
+                      consequence(create));
         else
-            log_error("region %s cannot be opened (%s); running without a "
-                      "limit", path, strerror(err));
+            log_error("region %s cannot be opened (%s); %s", path,
+                      strerror(err), consequence(create));
         return -1;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !acceptable_owner(path, &st)) {
+    if (fstat(fd, &st) != 0 || !acceptable_owner(path, &st, create)) {
         close(fd);
         return -1;
     }
