@@ -1,7 +1,7 @@
 # Thin front door over CMake. `make demo` runs the main job, `make check`
 # runs every test (plain, ASan/UBSan and TSan builds); both install what is
 # missing first (Debian packages, as root).
-.PHONY: all deps build check demo bench gpu-check clean
+.PHONY: all deps build check demo bench soak clean
 
 all: build
 
@@ -20,6 +20,10 @@ demo: build
 
 bench: build
 	@scripts/bench.sh
+
+# Longer runs of the invariant tests (not part of make check).
+soak: build
+	@scripts/soak.sh
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -11,7 +11,7 @@
 #include "vgpu/region.h"
 
 #define WORKERS 6
-#define KILLS 300
+#define KILLS ((int)soak_knob("VGPU_SOAK_KILLS", 300))
 #define LIMIT (256ull << 20)
 #define MAX_CHUNK (8ull << 20)
 #define STALL_SECONDS 10.0

@@ -14,7 +14,7 @@
 #define HELD 4
 #define LIMIT (1ull << 30)
 #define MAX_CHUNK (200ull << 20)
-#define SECONDS 2.0
+#define SECONDS ((double)soak_knob("VGPU_SOAK_SECONDS", 2))
 
 struct shared {
     uint64_t ledger;   /* bytes the test believes are charged */

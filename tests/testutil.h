@@ -47,6 +47,15 @@ static inline int wait_children(int n)
     return bad;
 }
 
+/* A test's size, overridable for soak runs (make soak): the value of the
+ * environment variable `name` if set and positive, else `fallback`. */
+static inline long soak_knob(const char *name, long fallback)
+{
+    const char *v = getenv(name);
+    long n = v ? strtol(v, NULL, 10) : 0;
+    return n > 0 ? n : fallback;
+}
+
 /* xorshift: cheap per-process randomness. */
 static inline uint64_t rng_next(uint64_t *s)
 {
