@@ -47,11 +47,16 @@ static void after_fork_child(void)
     ledger_clear(); /* the parent's allocations are not the child's */
 }
 
+static bool control_disabled(void)
+{
+    const char *off = vgpu_env(VGPU_ENV_DISABLE_CONTROL);
+    return off && strcmp(off, "true") == 0;
+}
+
 static void attach(void)
 {
     atomic_store_n(&attach_started, 1, RELEASE); /* region is ours from now on */
-    const char *off = vgpu_env(VGPU_ENV_DISABLE_CONTROL);
-    if (off && strcmp(off, "true") == 0) {
+    if (control_disabled()) {
         log_info("CUDA_DISABLE_CONTROL=true: no limit is enforced");
         return;
     }
@@ -85,6 +90,8 @@ struct vgpu_region *account_region_view(void)
     /* Acquire: pairs with the release in attach(). */
     if (atomic_load_n(&attach_started, ACQUIRE))
         return account_region();
+    if (control_disabled())
+        return NULL;
     /* A process that only asks (nvidia-smi): read the file if it exists,
      * without taking a slot; try again on later calls if it does not yet. */
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -109,7 +116,12 @@ uint64_t account_limit(struct vgpu_region *r, int dev)
 {
     if (r != NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return vgpu_region_limit(r, dev);
-    /* No region yet: the limit this container was given. */
+    /* No region in a process that tried to attach (or with control off):
+     * nothing is enforced, so no limit is shown. */
+    if (atomic_load_n(&attach_started, RELAXED) || control_disabled()) /* a flag */
+        return 0;
+    /* A process that only asks, before any region exists: the limit this
+     * container was given. */
     pthread_once(&env_limits_parsed, parse_env_limits);
     return env_limits[dev];
 }

@@ -18,7 +18,8 @@ struct vgpu_region *account_region(void);
  * attached, else the file read without taking a slot, else NULL. */
 struct vgpu_region *account_region_view(void);
 
-/* dev's limit in r, or from the environment when r is NULL (0: none). */
+/* dev's limit in r (0: none). With no region: the environment's limit for a
+ * process that only asks (NVML) and never attached, else none. */
 uint64_t account_limit(struct vgpu_region *r, int dev);
 
 /* The current context's device, or -1 (no context: not accounted). */
