@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static struct fg_alloc *slots;
 static size_t capacity, count, tombstones;
 
@@ -44,8 +45,24 @@ static void grow(void)
     free(old);
 }
 
+/* As with the real driver, a fork child owns none of its parent's
+ * allocations (nor can it use its contexts). */
+static void forget_all_in_child(void)
+{
+    free(slots);
+    slots = NULL;
+    capacity = count = tombstones = 0;
+    pthread_mutex_init(&lock, NULL);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_all_in_child);
+}
+
 void allocs_put(struct fg_alloc a)
 {
+    pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&lock);
     if ((count + tombstones + 1) * 2 > capacity)
         grow();

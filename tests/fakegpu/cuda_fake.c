@@ -454,6 +454,8 @@ EXPORT CUresult cuMemFree(CUdeviceptr_v1 dptr)
 
 EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
 {
+    if (free_bytes == NULL || total == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
     struct fg_ctx *c;
     CUresult rc = need_context(&c);
     if (rc != CUDA_SUCCESS)

@@ -98,6 +98,8 @@ static nvmlReturn_t memory(nvmlDevice_t d, uint64_t *total, uint64_t *used)
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m)
 {
+    if (m == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
     uint64_t total, used;
     nvmlReturn_t r = memory(d, &total, &used);
     if (r == NVML_SUCCESS) {
@@ -110,6 +112,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m)
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *m)
 {
+    if (m == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
     if (m->version != nvmlMemory_v2)
         return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     uint64_t total, used;
