@@ -46,6 +46,15 @@ struct vgpu_region *vgpu_region_open_existing(const char *path)
     return NULL;
 }
 
+/* Usage without the mode's lock: an inspector must never wait on a lock a
+ * dead (or hostile) process left taken. */
+static uint64_t used_unlocked(struct vgpu_region *r, int dev)
+{
+    if (r->ops->device_counters)
+        return atomic_load_n(&r->ext->dev[dev].used, RELAXED);
+    return region_slots_sum(r, dev);
+}
+
 static bool slot_snapshot(struct vgpu_region *r, int i,
                           struct vgpu_snapshot_proc *p)
 {
@@ -71,7 +80,7 @@ void vgpu_region_snapshot(struct vgpu_region *r, struct vgpu_snapshot *snap)
     snap->device_count = (int)r->ext->device_count;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         snap->limit[d] = atomic_load_n(&r->hami->limit[d], RELAXED);
-        snap->used[d] = r->ops->used(r, d);
+        snap->used[d] = used_unlocked(r, d);
         snap->peak[d] = atomic_load_n(&r->ext->dev[d].peak, RELAXED);
         memcpy(snap->uuid[d], r->hami->uuids[d], HAMI_UUID_LEN);
         snap->uuid[d][HAMI_UUID_LEN - 1] = '\0';

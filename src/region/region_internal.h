@@ -63,6 +63,10 @@ void slot_add(struct vgpu_region *r, int dev, uint64_t bytes,
 void slot_sub(struct vgpu_region *r, int dev, uint64_t bytes,
               enum vgpu_charge_kind kind);
 
+/* Sum of every slot's total on dev, lock-free (modes/seed.c): HAMi-core's
+ * usage read, and the inspectors' for modes without device counters. */
+uint64_t region_slots_sum(const struct vgpu_region *r, int dev);
+
 /* The ops of a mode id, or NULL. */
 const struct region_mode_ops *mode_ops(uint32_t id);
 /* The id of a mode name, or -1. */

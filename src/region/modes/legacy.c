@@ -51,7 +51,7 @@ static void slots_exit(struct vgpu_region *r)
 static uint64_t locked_sum(struct vgpu_region *r, int dev)
 {
     bool locked = seed_sem_lock(r, policy_of(r)->sem);
-    uint64_t used = seed_slots_sum(r, dev);
+    uint64_t used = region_slots_sum(r, dev);
     if (locked)
         seed_sem_unlock(r);
     return used;

@@ -44,7 +44,7 @@ static bool try_charge_sum(struct vgpu_region *r, int dev, uint64_t bytes,
 {
     (void)kind;
     uint64_t limit = atomic_load_n(&r->hami->limit[dev], RELAXED);
-    return !charge_exceeds(seed_slots_sum(r, dev), bytes, limit);
+    return !charge_exceeds(region_slots_sum(r, dev), bytes, limit);
 }
 
 static void settle_add(struct vgpu_region *r, int dev, uint64_t bytes,
@@ -56,7 +56,7 @@ static void settle_add(struct vgpu_region *r, int dev, uint64_t bytes,
 
 static uint64_t used_sum(const struct vgpu_region *r, int dev)
 {
-    return seed_slots_sum(r, dev);
+    return region_slots_sum(r, dev);
 }
 
 const struct region_mode_ops mode_per_process_ops = {

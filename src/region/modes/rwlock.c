@@ -74,7 +74,7 @@ static bool lock(const struct vgpu_region *r, bool write)
 static uint64_t used(const struct vgpu_region *r, int dev)
 {
     bool locked = lock(r, false);
-    uint64_t sum = seed_slots_sum(r, dev);
+    uint64_t sum = region_slots_sum(r, dev);
     if (locked)
         pthread_rwlock_unlock(rw_of(r));
     return sum;

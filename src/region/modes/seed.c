@@ -121,7 +121,7 @@ void seed_lockfile_drop(struct vgpu_region *r)
     unlink(path);
 }
 
-uint64_t seed_slots_sum(const struct vgpu_region *r, int dev)
+uint64_t region_slots_sum(const struct vgpu_region *r, int dev)
 {
     uint64_t sum = 0;
     int n = atomic_load_n(&r->hami->procnum, RELAXED);

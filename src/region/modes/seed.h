@@ -34,8 +34,7 @@ void seed_sem_unlock(struct vgpu_region *r);
 bool seed_lockfile_take(struct vgpu_region *r, const struct lockfile_policy *p);
 void seed_lockfile_drop(struct vgpu_region *r);
 
-/* Sum of every slot's total on dev: HAMi-core's usage read. */
-uint64_t seed_slots_sum(const struct vgpu_region *r, int dev);
+/* region_slots_sum (region_internal.h) is HAMi-core's usage read. */
 
 extern const struct sem_policy seed_sem_legacy;
 
