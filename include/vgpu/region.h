@@ -69,6 +69,12 @@ void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
 void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                           enum vgpu_charge_kind kind);
 
+/* Bytes this process has charged on dev (its slot's total). */
+uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev);
+
+/* This process's pid as the host sees it; 0 when it cannot be known. */
+int32_t vgpu_host_pid(void);
+
 /* Bytes charged on dev by all processes, and its limit (0: unlimited). */
 uint64_t vgpu_region_used(const struct vgpu_region *r, int dev);
 uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev);

@@ -184,3 +184,10 @@ CUresult account_free(enum ledger_space space, uint64_t key,
         ledger_put(space, key, e); /* still allocated: still charged */
     return rc;
 }
+
+void account_forget_device(int dev)
+{
+    uint64_t bytes = ledger_drop_device(dev);
+    if (bytes > 0)
+        vgpu_region_uncharge(account_region(), dev, bytes, VGPU_CHARGE_DATA);
+}

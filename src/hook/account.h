@@ -38,6 +38,10 @@ bool account_adjust(int dev, uint64_t reserved, uint64_t actual);
 void account_settle(int dev, uint64_t bytes, bool ok, enum ledger_space space,
                     uint64_t key);
 
+/* The driver freed everything on dev (a context reset): forget and return
+ * every charge this process recorded there. */
+void account_forget_device(int dev);
+
 /* Free key with the driver (free_fn(key, arg)), then return its bytes.
  * The ledger entry is taken first, so two racing frees of one key never
  * uncharge twice; if the driver refuses the free, the entry goes back.

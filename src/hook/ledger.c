@@ -98,3 +98,25 @@ void ledger_clear(void)
         pthread_mutex_unlock(&shards[i].lock);
     }
 }
+
+uint64_t ledger_drop_device(int dev)
+{
+    pthread_once(&ready, init_shards);
+    uint64_t bytes = 0;
+    for (int i = 0; i < SHARDS; i++) {
+        pthread_mutex_lock(&shards[i].lock);
+        for (int b = 0; b < BUCKETS; b++)
+            for (struct node **p = &shards[i].buckets[b]; *p != NULL;) {
+                struct node *n = *p;
+                if (n->e.dev != dev) {
+                    p = &n->next;
+                    continue;
+                }
+                bytes += n->e.bytes;
+                *p = n->next;
+                free(n);
+            }
+        pthread_mutex_unlock(&shards[i].lock);
+    }
+    return bytes;
+}

@@ -16,6 +16,9 @@ struct ledger_entry {
 
 void ledger_put(enum ledger_space space, uint64_t key, struct ledger_entry e);
 bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e);
+/* Forget every entry on device dev; returns their bytes. */
+uint64_t ledger_drop_device(int dev);
+
 /* Forget everything (a fork child owns none of its parent's allocations). */
 void ledger_clear(void);
 

@@ -29,7 +29,12 @@
     X(cuMemGetInfo)                                                            \
     X(cuMemGetInfo_v2)                                                         \
     X(cuDeviceTotalMem)                                                        \
-    X(cuDeviceTotalMem_v2)
+    X(cuDeviceTotalMem_v2)                                                     \
+    X(cuDevicePrimaryCtxRetain)                                                \
+    X(cuDevicePrimaryCtxRelease)                                               \
+    X(cuDevicePrimaryCtxRelease_v2)                                            \
+    X(cuDevicePrimaryCtxReset)                                                 \
+    X(cuDevicePrimaryCtxReset_v2)
 
 /* Driver functions vgpu calls but does not intercept. */
 #define VGPU_CUDA_USED(X)                                                      \
@@ -43,6 +48,9 @@
 
 #define VGPU_NVML_USED(X)                                                      \
     X(nvmlDeviceGetUUID)                                                       \
-    X(nvmlDeviceGetIndex)
+    X(nvmlDeviceGetIndex)                                                      \
+    X(nvmlInit_v2)                                                             \
+    X(nvmlDeviceGetHandleByUUID)                                               \
+    X(nvmlDeviceGetComputeRunningProcesses_v3)
 
 #endif

@@ -69,6 +69,20 @@ uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
     return r->ops->used(r, dev);
 }
 
+uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
+{
+    if (r == NULL || r->base == NULL || r->slot < 0 || dev < 0 ||
+        dev >= VGPU_MAX_DEVICES)
+        return 0;
+    /* Relaxed: our own counter; any recent value. */
+    return atomic_load_n(&r->hami->procs[r->slot].used[dev].total, RELAXED);
+}
+
+int32_t vgpu_host_pid(void)
+{
+    return proc_host_pid();
+}
+
 uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev)
 {
     if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)

@@ -105,3 +105,19 @@ bool allocs_find_range(uint64_t addr, struct fg_alloc *out)
     pthread_mutex_unlock(&lock);
     return found;
 }
+
+uint64_t allocs_take_device(int dev)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < capacity; i++)
+        if (slots[i].key > TOMB && slots[i].dev == dev &&
+            (slots[i].kind == FG_PLAIN || slots[i].kind == FG_ARRAY)) {
+            bytes += slots[i].size;
+            slots[i].key = TOMB;
+            count--;
+            tombstones++;
+        }
+    pthread_mutex_unlock(&lock);
+    return bytes;
+}

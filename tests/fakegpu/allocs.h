@@ -22,6 +22,10 @@ struct fg_alloc {
 void allocs_put(struct fg_alloc a);
 /* Remove key; false if it was not there. */
 bool allocs_take(uint64_t key, struct fg_alloc *out);
+/* Remove every allocation on physical device dev that takes device memory;
+ * returns their bytes. */
+uint64_t allocs_take_device(int dev);
+
 /* The allocation containing addr. */
 bool allocs_find_range(uint64_t addr, struct fg_alloc *out);
 

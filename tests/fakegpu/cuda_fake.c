@@ -27,6 +27,7 @@ struct fg_ctx {
     int physical;
     int refs;
     int primary;
+    int live;          /* started, not reset since */
     uint64_t overhead; /* device bytes the context itself takes */
 };
 
@@ -55,6 +56,7 @@ static CUresult ctx_start(struct fg_ctx *c, int ordinal)
     c->overhead = env_u64("FAKEGPU_CTX_BYTES");
     if (c->overhead && !fg_reserve(c->physical, c->overhead))
         return CUDA_ERROR_OUT_OF_MEMORY;
+    c->live = 1;
     return CUDA_SUCCESS;
 }
 
@@ -63,6 +65,7 @@ static void ctx_stop(struct fg_ctx *c)
     if (c->overhead)
         fg_release(c->physical, c->overhead);
     c->overhead = 0;
+    c->live = 0;
 }
 
 static CUresult need_device(CUdevice dev)
@@ -205,7 +208,7 @@ EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     if (rc != CUDA_SUCCESS)
         return rc;
     struct fg_ctx *c = &primaries[dev];
-    if (__atomic_fetch_add(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    if (__atomic_fetch_add(&c->refs, 1, __ATOMIC_ACQ_REL) == 0 || !c->live) {
         c->primary = 1;
         rc = ctx_start(c, dev);
         if (rc != CUDA_SUCCESS) {
@@ -237,7 +240,18 @@ EXPORT CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
 
 EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 {
-    return need_device(dev);
+    /* As the driver: the context and every allocation made in it go; the
+     * context comes back at the next retain. */
+    CUresult rc = need_device(dev);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    struct fg_ctx *c = &primaries[dev];
+    if (c->live)
+        ctx_stop(c);
+    uint64_t bytes = allocs_take_device(c->physical = fg_physical(dev));
+    if (bytes)
+        fg_release(c->physical, bytes);
+    return CUDA_SUCCESS;
 }
 
 EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags,
