@@ -2,7 +2,8 @@
  * container's limit, hold it while the others do; rank 0 then asks for one
  * allocation past the limit. Prints the time from launch (VGPU_DEMO_T0) to
  * the first successful allocation. Files in VGPU_DEMO_DIR synchronize the
- * ranks with scripts/demo.sh. */
+ * ranks with scripts/demo.sh. Rank 0 asks for 2 GiB more once all hold
+ * theirs: past the limit whether or not contexts are counted. */
 #include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,11 +80,11 @@ int main(void)
     if (rank == 0) {
         size_t free_b, total;
         cuMemGetInfo(&free_b, &total);
-        CUresult rc = cuMemAlloc(&extra, 1024 * MiB);
+        CUresult rc = cuMemAlloc(&extra, 2048 * MiB);
         const char *name = "?";
         cuGetErrorName(rc, &name);
-        printf("rank 0: cuMemGetInfo says %llu MiB free of %llu MiB; one more "
-               "GiB: %s\n", (unsigned long long)(free_b / MiB),
+        printf("rank 0: cuMemGetInfo says %llu MiB free of %llu MiB; 2 GiB "
+               "more: %s\n", (unsigned long long)(free_b / MiB),
                (unsigned long long)(total / MiB),
                rc == CUDA_SUCCESS ? "granted" : name);
         if (rc == CUDA_SUCCESS)

@@ -12,7 +12,7 @@ echo "## Region ($(nproc) cores, $(uname -m))"
 $B/region_bench
 echo
 echo "## Start-up of 8 ranks on the simulated GPU (make demo)"
-VGPU_BUILD=$B scripts/demo.sh | grep -E "^==|^start-up|one more GiB"
+VGPU_BUILD=$B scripts/demo.sh | grep -E "^==|^start-up|GiB more"
 echo
 echo "## Synchronization modes (simulated GPU, context creation 300 ms, cudaMalloc 50 us,"
 echo "## 300 ms of start-up work under the seed modes' lock file)"

@@ -8,15 +8,19 @@ cd "$(dirname "$0")/.."
 B=${VGPU_BUILD:-build}
 DIR=$(mktemp -d /tmp/vgpu-demo.XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
+LIMIT=4g
 if [ -e /dev/nvidia0 ] && [ "${VGPU_DEMO_FAKE:-0}" != 1 ]; then
-    echo "GPU found: using the real driver"
+    # Each rank's context counts too (about 0.5 GiB on an H100): 8 of them
+    # and 8 x 448 MiB do not fit in 4 GiB.
+    LIMIT=8g
+    echo "GPU found: using the real driver; limit $LIMIT, as contexts count"
 else
     echo "No GPU: using the simulated one ($B/fakegpu), context creation 300 ms"
     export LD_LIBRARY_PATH="$PWD/$B/fakegpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export FAKEGPU_STATE="$DIR/fakegpu.state" FAKEGPU_CTX_DELAY_MS=300 \
            FAKEGPU_DEVICES=1 FAKEGPU_MEMORY=80g
 fi
-export CUDA_DEVICE_MEMORY_LIMIT=4g CUDA_DEVICE_MEMORY_SHARED_CACHE="$DIR/region.cache"
+export CUDA_DEVICE_MEMORY_LIMIT=$LIMIT CUDA_DEVICE_MEMORY_SHARED_CACHE="$DIR/region.cache"
 export VGPU_DEMO_DIR="$DIR" VGPU_DEMO_SHARE=448
 
 launch() { # preload (or empty): 8 ranks at once
@@ -51,7 +55,7 @@ echo "== without vgpu (no limit)"
 launch ""
 finish
 echo
-echo "== with vgpu: CUDA_DEVICE_MEMORY_LIMIT=4g, LD_PRELOAD=$B/libvgpu.so"
+echo "== with vgpu: CUDA_DEVICE_MEMORY_LIMIT=$LIMIT, LD_PRELOAD=$B/libvgpu.so"
 rm -f "$DIR/region.cache"
 launch "$PWD/$B/libvgpu.so"
 echo "-- the region while all 8 ranks hold their memory (vgpuctl status):"
