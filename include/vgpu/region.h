@@ -69,6 +69,11 @@ void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
 void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                           enum vgpu_charge_kind kind);
 
+/* A primary context's size on dev as measured by some process of the
+ * region (0: not yet), and recording a measurement. */
+uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev);
+void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t bytes);
+
 /* Bytes this process has charged on dev (its slot's total). */
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev);
 

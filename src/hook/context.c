@@ -1,7 +1,9 @@
 /* Primary contexts take device memory too (about 400 MiB on an H100): the
  * first retain on a device charges it, the last release (or a reset)
  * returns it. Its size is measured after the driver made the context, as
- * this process's usage in NVML less what it has charged already; where
+ * this process's usage in NVML less what it has charged already, by the
+ * first process of the region; the others take that size from the region
+ * (NVML's start-up is kept off their first CUDA call); where
  * NVML cannot name this process (another pid namespace), VGPU_CONTEXT_BYTES
  * gives the size, and without it the context is not counted (one warning).
  * A context that does not fit under the limit is released again and the
@@ -60,10 +62,16 @@ static bool nvml_process_usage(int dev, uint64_t *used)
 
 static uint64_t context_bytes(int dev)
 {
+    /* Another process of the region measured it: no NVML on this path. */
+    uint64_t known = vgpu_region_context_bytes(account_region(), dev);
+    if (known > 0)
+        return known;
     uint64_t used;
     if (nvml_process_usage(dev, &used)) {
         uint64_t mine = vgpu_region_process_used(account_region(), dev);
-        return used > mine ? used - mine : 0;
+        uint64_t bytes = used > mine ? used - mine : 0;
+        vgpu_region_set_context_bytes(account_region(), dev, bytes);
+        return bytes;
     }
     uint64_t configured = 0;
     const char *text = vgpu_env(VGPU_ENV_CONTEXT_BYTES);

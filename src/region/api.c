@@ -78,6 +78,20 @@ uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
     return atomic_load_n(&r->hami->procs[r->slot].used[dev].total, RELAXED);
 }
 
+uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev)
+{
+    if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return 0;
+    /* Relaxed: a size, publishing nothing else. */
+    return atomic_load_n(&r->ext->context_bytes[dev], RELAXED);
+}
+
+void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t bytes)
+{
+    if (r != NULL && r->base != NULL && dev >= 0 && dev < VGPU_MAX_DEVICES)
+        atomic_store_n(&r->ext->context_bytes[dev], bytes, RELAXED); /* a size */
+}
+
 int32_t vgpu_host_pid(void)
 {
     return proc_host_pid();

@@ -98,7 +98,7 @@ _Static_assert(sizeof(struct hami_region) == 2008952, "HAMi v1 size");
 /* ---- Part 2: vgpu's extension ---- */
 
 #define VGPU_EXT_MAGIC "VGPUREG"   /* 8 bytes with its NUL */
-#define VGPU_LAYOUT_VERSION 1
+#define VGPU_LAYOUT_VERSION 2
 #define VGPU_EXT_OFFSET 2011136    /* sizeof(struct hami_region) rounded up to 4 KiB */
 #define VGPU_MODE_AREA 4096        /* bytes reserved for a mode's own state */
 #define VGPU_CACHELINE 64
@@ -140,6 +140,9 @@ struct vgpu_ext {
     uint32_t device_count;
     uint64_t pad[(VGPU_CACHELINE - 56) / 8];
     struct vgpu_device_counter dev[VGPU_MAX_DEVICES];
+    /* A primary context's size per device, as the first process measured
+     * it, so that the others need not ask NVML (0: not known yet). */
+    uint64_t context_bytes[VGPU_MAX_DEVICES];
     struct vgpu_slot_ext slots[VGPU_MAX_SLOTS];
     unsigned char mode_area[VGPU_MODE_AREA];
 };
@@ -149,6 +152,7 @@ _Static_assert(VGPU_EXT_OFFSET >= sizeof(struct hami_region), "no overlap");
 _Static_assert(VGPU_EXT_OFFSET - 4096 < sizeof(struct hami_region), "tight");
 _Static_assert(offsetof(struct vgpu_ext, dev) % VGPU_CACHELINE == 0, "dev line");
 _Static_assert(sizeof(struct vgpu_slot_ext) == VGPU_CACHELINE, "slot line");
+_Static_assert(offsetof(struct vgpu_ext, slots) % VGPU_CACHELINE == 0, "slots line");
 
 #define VGPU_FILE_SIZE (VGPU_EXT_OFFSET + sizeof(struct vgpu_ext))
 _Static_assert(VGPU_FILE_SIZE != 1197897, "must never look like HAMi v0");
