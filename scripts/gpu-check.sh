@@ -30,6 +30,10 @@ vg() { # run under vgpu with a 4 GiB limit, in a fresh region
         CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" "$@"
 }
 record() { tee -a "$KV"; }
+vgkeep() { # under vgpu in one region kept across runs, as a container's processes
+    env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g \
+        CUDA_DEVICE_MEMORY_SHARED_CACHE="$RES/kept.cache" "$@"
+}
 
 echo "== limit checks"
 vg python3 tests/gpu/torch_check.py torch 2>&1 | record
@@ -69,8 +73,9 @@ chunks=$(cat "$RES"/race.* | awk '/race_chunks/ {s += $2} END {print s + 0}')
 echo "race_total_mib $((chunks * 256))" | record
 
 echo "== overhead"
+rm -f "$RES/kept.cache"
 for mode in plain vgpu plain vgpu; do
-    pre=""; [ $mode = vgpu ] && pre=vg
+    pre=""; [ $mode = vgpu ] && pre=vgkeep
     $pre $B/runtime_check loop 2000 | sed "s/^/${mode}_/" | record
     $pre $B/driver_check loop 2000 | sed "s/^/${mode}_/" | record
     for i in 1 2 3 4 5; do $pre $B/runtime_check startup; done |
