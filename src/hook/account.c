@@ -22,24 +22,29 @@ static int attach_started; /* set once attach() has begun in this process */
 static __thread int in_driver;
 static pthread_once_t attached = PTHREAD_ONCE_INIT;
 
+bool account_uuid_text(int dev, char text[48])
+{
+    CUuuid u;
+    if (REAL(cuDeviceGetUuid_v2) == NULL ||
+        REAL(cuDeviceGetUuid_v2)(&u, dev) != CUDA_SUCCESS)
+        return false;
+    const unsigned char *b = (const unsigned char *)u.bytes;
+    snprintf(text, 48,
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+             "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
+             b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    return true;
+}
+
 static void record_devices(struct vgpu_region *r)
 {
     int count = 0;
     if (REAL(cuDeviceGetCount) == NULL || REAL(cuDeviceGetCount)(&count) != CUDA_SUCCESS)
         return;
-    for (int d = 0; d < count && d < VGPU_MAX_DEVICES; d++) {
-        CUuuid u;
-        if (REAL(cuDeviceGetUuid_v2)(&u, d) != CUDA_SUCCESS)
-            continue;
-        const unsigned char *b = (const unsigned char *)u.bytes;
-        char text[48];
-        snprintf(text, sizeof text,
-                 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-                 "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
-                 b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-                 b[14], b[15]);
-        vgpu_region_set_device(r, d, text);
-    }
+    char text[48];
+    for (int d = 0; d < count && d < VGPU_MAX_DEVICES; d++)
+        if (account_uuid_text(d, text))
+            vgpu_region_set_device(r, d, text);
 }
 
 static void after_fork_child(void)

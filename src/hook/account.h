@@ -22,6 +22,9 @@ struct vgpu_region *account_region_view(void);
  * process that only asks (NVML) and never attached, else none. */
 uint64_t account_limit(struct vgpu_region *r, int dev);
 
+/* CUDA device dev's UUID as NVML writes it ("GPU-xxxxxxxx-..."). */
+bool account_uuid_text(int dev, char text[48]);
+
 /* The current context's device, or -1 (no context: not accounted). */
 int account_current_device(void);
 

@@ -10,7 +10,6 @@
  * retain fails with CUDA_ERROR_OUT_OF_MEMORY. Contexts of cuCtxCreate are
  * not counted. */
 #include <pthread.h>
-#include <stdio.h>
 #include <unistd.h>
 
 #include "atomic.h"
@@ -32,19 +31,13 @@ static struct primary {
 static bool nvml_process_usage(int dev, uint64_t *used)
 {
     static bool nvml_up;
-    CUuuid u;
+    char uuid[48];
     if (REAL(nvmlInit_v2) == NULL || REAL(nvmlDeviceGetHandleByUUID) == NULL ||
         REAL(nvmlDeviceGetComputeRunningProcesses_v3) == NULL ||
-        REAL(cuDeviceGetUuid_v2)(&u, dev) != CUDA_SUCCESS)
+        !account_uuid_text(dev, uuid))
         return false;
     if (!nvml_up)
         nvml_up = REAL(nvmlInit_v2)() == NVML_SUCCESS;
-    const unsigned char *b = (const unsigned char *)u.bytes;
-    char uuid[48];
-    snprintf(uuid, sizeof uuid,
-             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-             b[11], b[12], b[13], b[14], b[15]);
     nvmlDevice_t h;
     nvmlProcessInfo_t infos[256];
     unsigned int n = 256;
