@@ -120,42 +120,33 @@ static void released(CUdevice dev, bool reset)
         account_forget_device(dev);
 }
 
+/* Call the driver's release or reset, then account for it if it worked. */
+static CUresult after(CUresult (*real)(CUdevice), CUdevice dev, bool reset)
+{
+    if (real == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = real(dev);
+    if (rc == CUDA_SUCCESS)
+        released(dev, reset);
+    return rc;
+}
+
 EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 {
-    if (REAL(cuDevicePrimaryCtxRelease_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    CUresult rc = REAL(cuDevicePrimaryCtxRelease_v2)(dev);
-    if (rc == CUDA_SUCCESS)
-        released(dev, false);
-    return rc;
+    return after(REAL(cuDevicePrimaryCtxRelease_v2), dev, false);
 }
 
 EXPORT CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
 {
-    if (REAL(cuDevicePrimaryCtxRelease) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    CUresult rc = REAL(cuDevicePrimaryCtxRelease)(dev);
-    if (rc == CUDA_SUCCESS)
-        released(dev, false);
-    return rc;
+    return after(REAL(cuDevicePrimaryCtxRelease), dev, false);
 }
 
 EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 {
-    if (REAL(cuDevicePrimaryCtxReset_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    CUresult rc = REAL(cuDevicePrimaryCtxReset_v2)(dev);
-    if (rc == CUDA_SUCCESS)
-        released(dev, true);
-    return rc;
+    return after(REAL(cuDevicePrimaryCtxReset_v2), dev, true);
 }
 
 EXPORT CUresult cuDevicePrimaryCtxReset(CUdevice dev)
 {
-    if (REAL(cuDevicePrimaryCtxReset) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    CUresult rc = REAL(cuDevicePrimaryCtxReset)(dev);
-    if (rc == CUDA_SUCCESS)
-        released(dev, true);
-    return rc;
+    return after(REAL(cuDevicePrimaryCtxReset), dev, true);
 }

@@ -11,41 +11,25 @@
 
 struct legacy_policy {
     const struct sem_policy *sem;
-    struct lockfile_policy lockfile;
+    const struct lockfile_policy *lockfile;
 };
 
-static const struct legacy_policy legacy = {
-    &seed_sem_legacy, {20, 1000, 5000, 0}};
+static const struct legacy_policy legacy = {&seed_sem_legacy, &seed_lockfile_legacy};
 
 static const struct sem_policy timeouts_sem = {5, {1000, 2000, 2000, 2000, 2000}};
-static const struct legacy_policy timeouts = {&timeouts_sem, {10, 100, 500, 50}};
+static const struct lockfile_policy timeouts_lockfile = {10, 100, 500, 50};
+static const struct legacy_policy timeouts = {&timeouts_sem, &timeouts_lockfile};
 
 static const struct legacy_policy *policy_of(const struct vgpu_region *r)
 {
     return r->ext->mode == MODE_TIMEOUTS ? &timeouts : &legacy;
 }
 
-static void sem_init_op(struct vgpu_region *r)
-{
-    seed_sem_init(r);
-}
-
 /* Per-process start-up work (the slot) under the lock file and the
  * semaphore, as HAMi-core does it. */
-static __thread bool slots_locked, lockfile_held;
-
 static void slots_enter(struct vgpu_region *r)
 {
-    lockfile_held = seed_lockfile_take(r, &policy_of(r)->lockfile);
-    slots_locked = seed_sem_lock(r, policy_of(r)->sem);
-}
-
-static void slots_exit(struct vgpu_region *r)
-{
-    if (slots_locked)
-        seed_sem_unlock(r);
-    if (lockfile_held)
-        seed_lockfile_drop(r);
+    seed_slots_enter(r, policy_of(r)->sem, policy_of(r)->lockfile);
 }
 
 static uint64_t locked_sum(struct vgpu_region *r, int dev)
@@ -97,8 +81,8 @@ static void hold(struct vgpu_region *r)
 
 #define LEGACY_OPS(mode_name)                                                  \
     {                                                                          \
-        .name = mode_name, .init = sem_init_op, .slots_enter = slots_enter,    \
-        .slots_exit = slots_exit, .hold = hold, .try_charge = try_charge,      \
+        .name = mode_name, .init = seed_sem_init, .slots_enter = slots_enter,  \
+        .slots_exit = seed_slots_exit, .hold = hold, .try_charge = try_charge, \
         .settle = settle, .uncharge = uncharge, .used = used,                  \
     }
 

@@ -11,32 +11,14 @@
 
 #include "../../atomic.h"
 
-static const struct lockfile_policy legacy_lockfile = {20, 1000, 5000, 0};
-static __thread bool slots_locked, lockfile_held;
-
-static void sem_init_op(struct vgpu_region *r)
-{
-    seed_sem_init(r);
-}
-
 static void per_process_enter(struct vgpu_region *r)
 {
-    lockfile_held = seed_lockfile_take(r, &legacy_lockfile);
-    slots_locked = seed_sem_lock(r, &seed_sem_legacy);
+    seed_slots_enter(r, &seed_sem_legacy, &seed_lockfile_legacy);
 }
 
 static void sem_enter(struct vgpu_region *r)
 {
-    slots_locked = seed_sem_lock(r, &seed_sem_legacy);
-}
-
-static void slots_exit(struct vgpu_region *r)
-{
-    if (slots_locked)
-        seed_sem_unlock(r);
-    if (lockfile_held)
-        seed_lockfile_drop(r);
-    lockfile_held = false;
+    seed_slots_enter(r, &seed_sem_legacy, NULL);
 }
 
 static bool try_charge_sum(struct vgpu_region *r, int dev, uint64_t bytes,
@@ -60,15 +42,15 @@ static uint64_t used_sum(const struct vgpu_region *r, int dev)
 }
 
 const struct region_mode_ops mode_per_process_ops = {
-    .name = "per-process", .init = sem_init_op,
-    .slots_enter = per_process_enter, .slots_exit = slots_exit,
+    .name = "per-process", .init = seed_sem_init,
+    .slots_enter = per_process_enter, .slots_exit = seed_slots_exit,
     .try_charge = try_charge_sum, .settle = settle_add, .uncharge = slot_sub,
     .used = used_sum,
 };
 
 const struct region_mode_ops mode_atomics_ops = {
-    .name = "atomics", .init = sem_init_op,
-    .slots_enter = sem_enter, .slots_exit = slots_exit,
+    .name = "atomics", .init = seed_sem_init,
+    .slots_enter = sem_enter, .slots_exit = seed_slots_exit,
     .try_charge = try_charge_sum, .settle = settle_add, .uncharge = slot_sub,
     .used = used_sum,
 };
@@ -154,8 +136,8 @@ static bool seq_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
 }
 
 const struct region_mode_ops mode_seqlock_ops = {
-    .name = "seqlock", .init = sem_init_op,
-    .slots_enter = sem_enter, .slots_exit = slots_exit,
+    .name = "seqlock", .init = seed_sem_init,
+    .slots_enter = sem_enter, .slots_exit = seed_slots_exit,
     .try_charge = seq_try_charge, .settle = seq_settle, .uncharge = seq_uncharge,
     .used = seq_sum,
 };

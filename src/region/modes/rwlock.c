@@ -17,7 +17,6 @@
 _Static_assert(sizeof(pthread_rwlock_t) <= VGPU_MODE_AREA, "rwlock fits");
 
 static const struct sem_policy rwlock_sem = {3, {2000, 2000, 2000}};
-static __thread bool slots_locked;
 
 static pthread_rwlock_t *rw_of(const struct vgpu_region *r)
 {
@@ -36,13 +35,7 @@ static void init(struct vgpu_region *r)
 
 static void slots_enter(struct vgpu_region *r)
 {
-    slots_locked = seed_sem_lock(r, &rwlock_sem);
-}
-
-static void slots_exit(struct vgpu_region *r)
-{
-    if (slots_locked)
-        seed_sem_unlock(r);
+    seed_slots_enter(r, &rwlock_sem, NULL);
 }
 
 static struct timespec soon(void)
@@ -120,6 +113,6 @@ static void hold(struct vgpu_region *r)
 
 const struct region_mode_ops mode_rwlock_ops = {
     .name = "rwlock", .init = init, .slots_enter = slots_enter,
-    .slots_exit = slots_exit, .hold = hold, .try_charge = try_charge,
+    .slots_exit = seed_slots_exit, .hold = hold, .try_charge = try_charge,
     .settle = settle, .uncharge = uncharge, .used = used,
 };

@@ -23,6 +23,8 @@ const struct sem_policy seed_sem_legacy = {
          10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000,
          10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000, 10000}};
 
+const struct lockfile_policy seed_lockfile_legacy = {20, 1000, 5000, 0};
+
 static sem_t *sem_of(struct vgpu_region *r)
 {
     return (sem_t *)(void *)r->hami->sem;
@@ -128,4 +130,24 @@ uint64_t region_slots_sum(const struct vgpu_region *r, int dev)
     for (int i = 0; i < n && i < VGPU_MAX_SLOTS; i++)
         sum += atomic_load_n(&r->hami->procs[i].used[dev].total, RELAXED);
     return sum;
+}
+
+/* What this thread obtained in seed_slots_enter (slots are claimed and
+ * released one thread at a time per attach or detach). */
+static __thread bool slots_locked, lockfile_held;
+
+void seed_slots_enter(struct vgpu_region *r, const struct sem_policy *sem,
+                      const struct lockfile_policy *lockfile)
+{
+    lockfile_held = lockfile != NULL && seed_lockfile_take(r, lockfile);
+    slots_locked = seed_sem_lock(r, sem);
+}
+
+void seed_slots_exit(struct vgpu_region *r)
+{
+    if (slots_locked)
+        seed_sem_unlock(r);
+    if (lockfile_held)
+        seed_lockfile_drop(r);
+    slots_locked = lockfile_held = false;
 }

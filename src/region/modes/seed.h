@@ -36,6 +36,15 @@ void seed_lockfile_drop(struct vgpu_region *r);
 
 /* region_slots_sum (region_internal.h) is HAMi-core's usage read. */
 
+/* Around slot management (attach, detach): the lock file, when the mode
+ * has one (lockfile != NULL), then the semaphore; exit gives back what
+ * enter obtained. */
+void seed_slots_enter(struct vgpu_region *r, const struct sem_policy *sem,
+                      const struct lockfile_policy *lockfile);
+void seed_slots_exit(struct vgpu_region *r);
+
+/* HAMi-core's own timings. */
 extern const struct sem_policy seed_sem_legacy;
+extern const struct lockfile_policy seed_lockfile_legacy;
 
 #endif
