@@ -1,6 +1,6 @@
 /* Glue between the hooks and the region: lazy attach (no lock or sleep on
- * the program's first CUDA call beyond the region's own attach), devices,
- * and the reserve/settle/free protocol around every driver allocation. */
+ * the program's first CUDA call beyond the region's own attach), devices
+ * and limits. The charge itself is charge.c's. */
 #include "hook/account.h"
 
 #include <pthread.h>
@@ -9,17 +9,14 @@
 #include <string.h>
 
 #include "atomic.h"
+#include "hook/charge.h"
+#include "hook/ledger.h"
 #include "hook/real.h"
 #include "log.h"
 #include "vgpu/config.h"
 
 static struct vgpu_region *region;
 static int attach_started; /* set once attach() has begun in this process */
-/* Depth of driver calls made by our hooks on this thread. A driver that
- * calls its own exported functions (cuMemAlloc through cuMemAlloc_v2) would
- * otherwise meet our hook again and charge twice: nested calls are not
- * accounted. */
-static __thread int in_driver;
 static pthread_once_t attached = PTHREAD_ONCE_INIT;
 
 bool account_uuid_text(int dev, char text[48])
@@ -133,66 +130,10 @@ uint64_t account_limit(struct vgpu_region *r, int dev)
 
 int account_current_device(void)
 {
-    if (in_driver)
+    if (charge_nested()) /* the driver's own calls: charged by the outer one */
         return -1;
     CUdevice dev;
     if (REAL(cuCtxGetDevice) == NULL || REAL(cuCtxGetDevice)(&dev) != CUDA_SUCCESS)
         return -1;
     return dev;
-}
-
-bool account_reserve(int dev, uint64_t bytes)
-{
-    if (dev >= 0 &&
-        !vgpu_region_try_charge(account_region(), dev, bytes, VGPU_CHARGE_DATA))
-        return false;
-    in_driver++;
-    return true;
-}
-
-bool account_adjust(int dev, uint64_t reserved, uint64_t actual)
-{
-    struct vgpu_region *r = account_region();
-    if (dev < 0 || actual == reserved)
-        return true;
-    if (actual < reserved) {
-        vgpu_region_uncharge(r, dev, reserved - actual, VGPU_CHARGE_DATA);
-        return true;
-    }
-    return vgpu_region_try_charge(r, dev, actual - reserved, VGPU_CHARGE_DATA);
-}
-
-void account_settle(int dev, uint64_t bytes, bool ok, enum ledger_space space,
-                    uint64_t key)
-{
-    in_driver--;
-    if (dev < 0)
-        return;
-    vgpu_region_settle(account_region(), dev, bytes, VGPU_CHARGE_DATA, ok);
-    if (ok)
-        ledger_put(space, key, (struct ledger_entry){dev, bytes});
-}
-
-CUresult account_free(enum ledger_space space, uint64_t key,
-                      driver_free_fn free_fn, void *arg)
-{
-    struct ledger_entry e;
-    bool known = ledger_take(space, key, &e);
-    in_driver++;
-    CUresult rc = free_fn(key, arg);
-    in_driver--;
-    if (!known)
-        return rc;
-    if (rc == CUDA_SUCCESS)
-        vgpu_region_uncharge(account_region(), e.dev, e.bytes, VGPU_CHARGE_DATA);
-    else
-        ledger_put(space, key, e); /* still allocated: still charged */
-    return rc;
-}
-
-void account_forget_device(int dev)
-{
-    uint64_t bytes = ledger_drop_device(dev);
-    if (bytes > 0)
-        vgpu_region_uncharge(account_region(), dev, bytes, VGPU_CHARGE_DATA);
 }

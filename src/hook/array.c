@@ -1,6 +1,7 @@
 /* CUDA arrays and mipmapped arrays, charged by their element bytes (the
  * driver may pad; the estimate is what the descriptor asks for). */
 #include "hook/account.h"
+#include "hook/charge.h"
 #include "hook/real.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -26,12 +27,18 @@ static uint64_t array3d_bytes(const CUDA_ARRAY3D_DESCRIPTOR *d)
            element_bytes(d->Format, d->NumChannels);
 }
 
-static CUresult settled(int dev, uint64_t bytes, CUresult rc, void *handle)
-{
-    account_settle(dev, bytes, rc == CUDA_SUCCESS, SPACE_ARRAY,
-                   (uint64_t)(uintptr_t)handle);
-    return rc;
-}
+/* Create an array of `bytes` with `call`, inside one charge. */
+#define CHARGED_ARRAY(bytes, call)                                             \
+    do {                                                                       \
+        struct charge c_;                                                      \
+        if (!charge_begin(&c_, account_current_device(), (bytes),              \
+                          VGPU_CHARGE_DATA))                                   \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
+        CUresult rc_ = (call);                                                 \
+        charge_end(&c_, rc_ == CUDA_SUCCESS, SPACE_ARRAY,                      \
+                   rc_ == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*arr : 0);       \
+        return rc_;                                                            \
+    } while (0)
 
 EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
 {
@@ -39,13 +46,9 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
         return CUDA_ERROR_NOT_INITIALIZED;
     if (d == NULL || arr == NULL)
         return REAL(cuArrayCreate_v2)(arr, d);
-    int dev = account_current_device();
     uint64_t bytes = (uint64_t)d->Width * at_least_one(d->Height) *
                      element_bytes(d->Format, d->NumChannels);
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuArrayCreate_v2)(arr, d);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *arr : NULL);
+    CHARGED_ARRAY(bytes, REAL(cuArrayCreate_v2)(arr, d));
 }
 
 EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *d)
@@ -54,12 +57,7 @@ EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *
         return CUDA_ERROR_NOT_INITIALIZED;
     if (d == NULL || arr == NULL)
         return REAL(cuArray3DCreate_v2)(arr, d);
-    int dev = account_current_device();
-    uint64_t bytes = array3d_bytes(d);
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuArray3DCreate_v2)(arr, d);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *arr : NULL);
+    CHARGED_ARRAY(array3d_bytes(d), REAL(cuArray3DCreate_v2)(arr, d));
 }
 
 EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr,
@@ -72,12 +70,8 @@ EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr,
         return REAL(cuMipmappedArrayCreate)(arr, d, levels);
     /* Each level a quarter of the one above (2D) or an eighth (3D): the
      * geometric sum is at most 4/3 of level 0; charge that bound. */
-    int dev = account_current_device();
     uint64_t bytes = levels <= 1 ? array3d_bytes(d) : array3d_bytes(d) / 3 * 4 + 1;
-    if (!account_reserve(dev, bytes))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult rc = REAL(cuMipmappedArrayCreate)(arr, d, levels);
-    return settled(dev, bytes, rc, rc == CUDA_SUCCESS ? *arr : NULL);
+    CHARGED_ARRAY(bytes, REAL(cuMipmappedArrayCreate)(arr, d, levels));
 }
 
 static CUresult real_array_destroy(uint64_t key, void *unused)
@@ -96,7 +90,7 @@ EXPORT CUresult cuArrayDestroy(CUarray arr)
 {
     if (REAL(cuArrayDestroy) == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
-    return account_free(SPACE_ARRAY, (uint64_t)(uintptr_t)arr,
+    return charge_free(SPACE_ARRAY, (uint64_t)(uintptr_t)arr,
                         real_array_destroy, NULL);
 }
 
@@ -104,6 +98,6 @@ EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
 {
     if (REAL(cuMipmappedArrayDestroy) == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
-    return account_free(SPACE_ARRAY, (uint64_t)(uintptr_t)arr,
+    return charge_free(SPACE_ARRAY, (uint64_t)(uintptr_t)arr,
                         real_mipmapped_destroy, NULL);
 }

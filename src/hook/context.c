@@ -14,6 +14,7 @@
 
 #include "atomic.h"
 #include "hook/account.h"
+#include "hook/charge.h"
 #include "hook/real.h"
 #include "log.h"
 #include "vgpu/config.h"
@@ -117,7 +118,7 @@ static void released(CUdevice dev, bool reset)
     }
     pthread_mutex_unlock(&lock);
     if (reset) /* the driver freed every allocation of the context */
-        account_forget_device(dev);
+        charge_drop_device(dev);
 }
 
 /* Call the driver's release or reset, then account for it if it worked. */

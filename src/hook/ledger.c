@@ -99,10 +99,9 @@ void ledger_clear(void)
     }
 }
 
-uint64_t ledger_drop_device(int dev)
+void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS])
 {
     pthread_once(&ready, init_shards);
-    uint64_t bytes = 0;
     for (int i = 0; i < SHARDS; i++) {
         pthread_mutex_lock(&shards[i].lock);
         for (int b = 0; b < BUCKETS; b++)
@@ -112,11 +111,11 @@ uint64_t ledger_drop_device(int dev)
                     p = &n->next;
                     continue;
                 }
-                bytes += n->e.bytes;
+                if (n->e.kind >= 0 && n->e.kind < LEDGER_KINDS)
+                    bytes[n->e.kind] += n->e.bytes;
                 *p = n->next;
                 free(n);
             }
         pthread_mutex_unlock(&shards[i].lock);
     }
-    return bytes;
 }

@@ -9,15 +9,19 @@
 
 enum ledger_space { SPACE_POINTER = 1, SPACE_VMM = 2, SPACE_ARRAY = 3 };
 
+/* Kinds are enum vgpu_charge_kind's values (data, context, module). */
+#define LEDGER_KINDS 3
+
 struct ledger_entry {
     int dev;
+    int kind;
     uint64_t bytes;
 };
 
 void ledger_put(enum ledger_space space, uint64_t key, struct ledger_entry e);
 bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e);
-/* Forget every entry on device dev; returns their bytes. */
-uint64_t ledger_drop_device(int dev);
+/* Forget every entry on device dev, adding their bytes to bytes[kind]. */
+void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS]);
 
 /* Forget everything (a fork child owns none of its parent's allocations). */
 void ledger_clear(void);

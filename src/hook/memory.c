@@ -2,6 +2,7 @@
  * Each is reserved in the region before the driver is asked, and settled
  * (kept or rolled back) by what the driver answered. */
 #include "hook/account.h"
+#include "hook/charge.h"
 #include "hook/real.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -11,21 +12,18 @@
             return CUDA_ERROR_NOT_INITIALIZED;                                 \
     } while (0)
 
-static CUresult settled(int dev, uint64_t bytes, CUresult rc, uint64_t key)
-{
-    account_settle(dev, bytes, rc == CUDA_SUCCESS, SPACE_POINTER, key);
-    return rc;
-}
-
 /* The body of every hook that allocates `bytes` into *dptr with `call`:
  * reserve on the current device, call the driver, settle. */
 #define CHARGED_ALLOC(bytes, call)                                             \
     do {                                                                       \
-        int dev_ = account_current_device();                                   \
-        if (!account_reserve(dev_, (bytes)))                                   \
+        struct charge c_;                                                      \
+        if (!charge_begin(&c_, account_current_device(), (bytes),              \
+                          VGPU_CHARGE_DATA))                                   \
             return CUDA_ERROR_OUT_OF_MEMORY;                                   \
         CUresult rc_ = (call);                                                 \
-        return settled(dev_, (bytes), rc_, rc_ == CUDA_SUCCESS ? *dptr : 0);   \
+        charge_end(&c_, rc_ == CUDA_SUCCESS, SPACE_POINTER,                    \
+                   rc_ == CUDA_SUCCESS ? *dptr : 0);                           \
+        return rc_;                                                            \
     } while (0)
 
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
@@ -47,19 +45,17 @@ EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
     NEED(cuMemAllocPitch_v2);
     /* The pitch is the driver's choice: reserve a 512-byte-aligned row
      * estimate, then correct to pitch x height once it is known. */
-    int dev = account_current_device();
     uint64_t guess = (width + 511) / 512 * 512 * (uint64_t)height;
-    if (!account_reserve(dev, guess))
+    struct charge c;
+    if (!charge_begin(&c, account_current_device(), guess, VGPU_CHARGE_DATA))
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = REAL(cuMemAllocPitch_v2)(dptr, pitch, width, height, elem);
-    if (rc != CUDA_SUCCESS)
-        return settled(dev, guess, rc, 0);
-    uint64_t actual = (uint64_t)*pitch * height;
-    if (!account_adjust(dev, guess, actual)) {
+    if (rc == CUDA_SUCCESS && !charge_resize(&c, (uint64_t)*pitch * height)) {
         REAL(cuMemFree_v2)(*dptr);
-        return settled(dev, guess, CUDA_ERROR_OUT_OF_MEMORY, 0);
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
     }
-    return settled(dev, actual, rc, *dptr);
+    charge_end(&c, rc == CUDA_SUCCESS, SPACE_POINTER, rc == CUDA_SUCCESS ? *dptr : 0);
+    return rc;
 }
 
 /* Managed memory counts against the device of the current context: it can
@@ -79,13 +75,13 @@ static CUresult real_free_async_ptsz(uint64_t p, void *s) { return REAL(cuMemFre
 EXPORT CUresult cuMemFree_v2(CUdeviceptr ptr)
 {
     NEED(cuMemFree_v2);
-    return account_free(SPACE_POINTER, ptr, real_free_v2, NULL);
+    return charge_free(SPACE_POINTER, ptr, real_free_v2, NULL);
 }
 
 EXPORT CUresult cuMemFree(CUdeviceptr_v1 ptr)
 {
     NEED(cuMemFree);
-    return account_free(SPACE_POINTER, ptr, real_free_v1, NULL);
+    return charge_free(SPACE_POINTER, ptr, real_free_v1, NULL);
 }
 
 /* Stream-ordered: charged at the call, returned at the free call. Memory a
@@ -119,11 +115,11 @@ EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream s)
 {
     NEED(cuMemFreeAsync);
-    return account_free(SPACE_POINTER, ptr, real_free_async, s);
+    return charge_free(SPACE_POINTER, ptr, real_free_async, s);
 }
 
 EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
 {
     NEED(cuMemFreeAsync_ptsz);
-    return account_free(SPACE_POINTER, ptr, real_free_async_ptsz, s);
+    return charge_free(SPACE_POINTER, ptr, real_free_async_ptsz, s);
 }

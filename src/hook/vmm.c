@@ -2,7 +2,7 @@
  * (charged to its location's device) and returned by cuMemRelease. Address
  * reservations and mappings take no memory. Imported handles name memory
  * that the exporting process has already charged: not charged again. */
-#include "hook/account.h"
+#include "hook/charge.h"
 #include "hook/real.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -16,11 +16,11 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
     /* Host or NUMA locations are not device memory: not accounted. */
     int dev = (prop && prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE)
                   ? prop->location.id : -1;
-    if (!account_reserve(dev, size))
+    struct charge c;
+    if (!charge_begin(&c, dev, size, VGPU_CHARGE_DATA))
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = REAL(cuMemCreate)(handle, size, prop, flags);
-    account_settle(dev, size, rc == CUDA_SUCCESS, SPACE_VMM,
-                   rc == CUDA_SUCCESS ? *handle : 0);
+    charge_end(&c, rc == CUDA_SUCCESS, SPACE_VMM, rc == CUDA_SUCCESS ? *handle : 0);
     return rc;
 }
 
@@ -34,5 +34,5 @@ EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
     if (REAL(cuMemRelease) == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
-    return account_free(SPACE_VMM, handle, real_release, NULL);
+    return charge_free(SPACE_VMM, handle, real_release, NULL);
 }

@@ -1,0 +1,78 @@
+/* The charge transaction: reserve in the region, call the driver, settle.
+ * Also the thread's "inside our driver call" depth, which keeps a driver's
+ * calls to its own exported functions from being charged twice. */
+#include "hook/charge.h"
+
+#include "hook/account.h"
+
+/* Depth of driver calls made by our hooks on this thread. */
+static __thread int in_driver;
+
+bool charge_nested(void)
+{
+    return in_driver > 0;
+}
+
+bool charge_begin(struct charge *c, int dev, uint64_t bytes,
+                  enum vgpu_charge_kind kind)
+{
+    *c = (struct charge){in_driver > 0 ? -1 : dev, bytes, kind};
+    if (c->dev >= 0 &&
+        !vgpu_region_try_charge(account_region(), c->dev, bytes, kind))
+        return false;
+    in_driver++;
+    return true;
+}
+
+bool charge_resize(struct charge *c, uint64_t bytes)
+{
+    if (c->dev < 0 || bytes == c->bytes) {
+        c->bytes = bytes;
+        return true;
+    }
+    struct vgpu_region *r = account_region();
+    if (bytes < c->bytes)
+        vgpu_region_uncharge(r, c->dev, c->bytes - bytes, c->kind);
+    else if (!vgpu_region_try_charge(r, c->dev, bytes - c->bytes, c->kind))
+        return false;
+    c->bytes = bytes;
+    return true;
+}
+
+void charge_end(struct charge *c, bool ok, enum ledger_space space,
+                uint64_t key)
+{
+    in_driver--;
+    if (c->dev < 0)
+        return;
+    vgpu_region_settle(account_region(), c->dev, c->bytes, c->kind, ok);
+    if (ok)
+        ledger_put(space, key, (struct ledger_entry){c->dev, c->kind, c->bytes});
+}
+
+CUresult charge_free(enum ledger_space space, uint64_t key,
+                     driver_free_fn free_fn, void *arg)
+{
+    struct ledger_entry e;
+    bool known = ledger_take(space, key, &e);
+    in_driver++;
+    CUresult rc = free_fn(key, arg);
+    in_driver--;
+    if (!known)
+        return rc;
+    if (rc == CUDA_SUCCESS)
+        vgpu_region_uncharge(account_region(), e.dev, e.bytes, e.kind);
+    else
+        ledger_put(space, key, e); /* still allocated: still charged */
+    return rc;
+}
+
+void charge_drop_device(int dev)
+{
+    uint64_t bytes[LEDGER_KINDS] = {0};
+    ledger_drop_device(dev, bytes);
+    for (int k = 0; k < LEDGER_KINDS; k++)
+        if (bytes[k] > 0)
+            vgpu_region_uncharge(account_region(), dev, bytes[k],
+                                 (enum vgpu_charge_kind)k);
+}
