@@ -26,4 +26,4 @@ soak: build
 	@scripts/soak.sh
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-hardened

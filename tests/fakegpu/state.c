@@ -89,8 +89,12 @@ static struct fg_state *map_state(void)
     }
     flock(fd, LOCK_EX); /* creation only; the kernel drops it if we die */
     struct stat st;
-    if (fstat(fd, &st) == 0 && (size_t)st.st_size < sizeof(struct fg_state))
-        (void)ftruncate(fd, sizeof(struct fg_state));
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size < sizeof(struct fg_state) &&
+        ftruncate(fd, sizeof(struct fg_state)) != 0) {
+        fprintf(stderr, "fakegpu: cannot size %s: %s\n", state_path(),
+                strerror(errno));
+        abort();
+    }
     struct fg_state *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE,
                               MAP_SHARED, fd, 0);
     if (s == MAP_FAILED)
