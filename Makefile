@@ -1,21 +1,34 @@
 # Thin front door over CMake. `make demo` runs the main job, `make check`
-# runs every test (plain, ASan/UBSan and TSan builds); both install what is
-# missing first (Debian packages, as root).
-.PHONY: all deps build check demo bench soak clean
+# runs every test (ASan/UBSan, TSan, hardened and plain builds); both install
+# what is missing first (Debian packages, as root).
+.PHONY: all deps configure build quiet-build check demo bench soak clean
+
+# cmake --build runs make again: without this, every level of it prints
+# "Entering directory" lines.
+export MAKEFLAGS += --no-print-directory
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
 
-build: deps
+configure: deps
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: configure
 	@cmake --build build -j$$(nproc)
+
+# The demo's first screen is the demo: the build's lines go to a log,
+# shown only if the build fails.
+quiet-build: configure
+	@echo "building vgpu (log in build/build.log)"
+	@cmake --build build -j$$(nproc) >build/build.log 2>&1 || \
+	    { cat build/build.log; exit 1; }
 
 check: deps
 	@scripts/check.sh
 
-demo: build
+demo: quiet-build
 	@scripts/demo.sh
 
 bench: build

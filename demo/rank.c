@@ -1,9 +1,11 @@
 /* One rank of `make demo`: start CUDA, allocate this rank's share under the
  * container's limit, hold it while the others do; rank 0 then asks for one
- * allocation past the limit. Prints the time from launch (VGPU_DEMO_T0) to
- * the first successful allocation. Files in VGPU_DEMO_DIR synchronize the
- * ranks with scripts/demo.sh. Rank 0 asks for 2 GiB more once all hold
- * theirs: past the limit whether or not contexts are counted. */
+ * allocation past the limit. Prints one line of key=value fields, which
+ * scripts/demo.sh puts in a table: the time from launch (VGPU_DEMO_T0) to
+ * the first successful allocation, and rank 0's extra request. Files in
+ * VGPU_DEMO_DIR synchronize the ranks with scripts/demo.sh. Rank 0 asks for
+ * 2 GiB more once all hold theirs: past the limit whether or not contexts
+ * are counted. */
 #include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,24 +69,34 @@ int main(void)
     CUdevice dev;
     CUcontext ctx;
     CUdeviceptr mine, extra;
-    if (cuInit(0) || cuDeviceGet(&dev, 0) || cuDevicePrimaryCtxRetain(&ctx, dev) ||
-        cuCtxSetCurrent(ctx) || cuMemAlloc(&mine, share)) {
-        printf("rank %d: CUDA failed\n", rank);
+    CUresult rc = cuInit(0);
+    if (rc == CUDA_SUCCESS)
+        rc = cuDeviceGet(&dev, 0);
+    if (rc == CUDA_SUCCESS)
+        rc = cuDevicePrimaryCtxRetain(&ctx, dev);
+    if (rc == CUDA_SUCCESS)
+        rc = cuCtxSetCurrent(ctx);
+    if (rc == CUDA_SUCCESS)
+        rc = cuMemAlloc(&mine, share);
+    if (rc != CUDA_SUCCESS) {
+        const char *name = "?";
+        cuGetErrorName(rc, &name);
+        printf("rank=%d pid=%d result=%s\n", rank, (int)getpid(), name);
         return 1;
     }
-    printf("rank %d: first allocation (%llu MiB) %.3f s after launch\n", rank,
-           (unsigned long long)(share / MiB), wall() - atof(t0));
+    printf("rank=%d pid=%d startup=%.3f mib=%llu result=granted\n", rank,
+           (int)getpid(), wall() - atof(t0), (unsigned long long)(share / MiB));
     fflush(stdout);
     touch(dir, "ready", rank);
     wait_for(dir, "ready", RANKS);
     if (rank == 0) {
         size_t free_b, total;
         cuMemGetInfo(&free_b, &total);
-        CUresult rc = cuMemAlloc(&extra, 2048 * MiB);
+        rc = cuMemAlloc(&extra, 2048 * MiB);
         const char *name = "?";
         cuGetErrorName(rc, &name);
-        printf("rank 0: cuMemGetInfo says %llu MiB free of %llu MiB; 2 GiB "
-               "more: %s\n", (unsigned long long)(free_b / MiB),
+        printf("extra=2048 free=%llu total=%llu result=%s\n",
+               (unsigned long long)(free_b / MiB),
                (unsigned long long)(total / MiB),
                rc == CUDA_SUCCESS ? "granted" : name);
         if (rc == CUDA_SUCCESS)

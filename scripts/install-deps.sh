@@ -13,6 +13,7 @@ command -v mpirun >/dev/null 2>&1 || need="$need openmpi-bin"
 [ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
     need="$need libopenmpi-dev"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
+command -v curl >/dev/null 2>&1 || need="$need curl"   # the metrics test scrapes with it
 if [ -n "$need" ]; then
     echo "installing:$need"
     if [ "$(id -u)" != 0 ]; then

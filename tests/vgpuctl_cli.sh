@@ -35,6 +35,18 @@ kill $live; wait $live 2>/dev/null
 "$ctl" reset | grep -q "reset done" || fail "reset with nobody attached"
 "$ctl" status --json | grep -q '"used":0,' || fail "zero after reset"
 "$ctl" --file "$dir/none.cache" status 2>&1 && fail "a missing file is an error"
-"$ctl" bogus 2>/dev/null; [ $? -eq 2 ] || fail "unknown command: usage, exit 2"
+# Command-line conventions: --help/-h on stdout, exit 0; anything unknown
+# is one line on stderr and exit 2.
+for h in --help -h "status --help" "--file x -h"; do
+    "$ctl" $h >"$dir/out" 2>"$dir/err"; rc=$?
+    [ $rc -eq 0 ] && grep -q "^usage: vgpuctl" "$dir/out" && [ ! -s "$dir/err" ] ||
+        fail "vgpuctl $h: usage on stdout, exit 0 (rc $rc)"
+done
+for bad in "" bogus "status --bogus" "--bogus status" "reset --json" \
+           "watch --interval" "watch --interval 0" "metrics --label =x" "--file"; do
+    "$ctl" $bad >"$dir/out" 2>"$dir/err"; rc=$?
+    [ $rc -eq 2 ] && [ "$(wc -l <"$dir/err")" -eq 1 ] && [ ! -s "$dir/out" ] ||
+        fail "vgpuctl $bad: one line on stderr, exit 2 (rc $rc: $(cat "$dir/err"))"
+done
 "$ctl" env | grep -q "CUDA_DEVICE_MEMORY_LIMIT" || fail "env table"
 echo "vgpuctl_cli: ok"
