@@ -1,7 +1,7 @@
 # Thin front door over CMake. `make demo` runs the main job, `make check`
 # runs every test (ASan/UBSan, TSan, hardened and plain builds); both install
 # what is missing first (Debian packages, as root).
-.PHONY: all deps configure build quiet-build check demo bench soak clean
+.PHONY: all deps configure build quiet-build check demo bench soak install package clean
 
 # cmake --build runs make again: without this, every level of it prints
 # "Entering directory" lines.
@@ -37,6 +37,16 @@ bench: build
 # Longer runs of the invariant tests (not part of make check).
 soak: build
 	@scripts/soak.sh
+
+# The node layout HAMi expects: PREFIX/vgpu/{libvgpu.so,vgpuctl,ld.so.preload},
+# links in PREFIX/lib and PREFIX/bin. DESTDIR stages it elsewhere.
+PREFIX ?= /usr/local
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"
+
+# A Debian package of that layout under /usr/local: build/vgpu_*.deb.
+package: build
+	@cd build && cpack -G DEB
 
 clean:
 	rm -rf build build-asan build-tsan build-hardened
