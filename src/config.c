@@ -35,8 +35,8 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
         "benchmarks: milliseconds of start-up work the seed's modes do under "
         "their lock file (HAMi-core's host-PID detection)"},
     [VGPU_ENV_CONTEXT_BYTES] = {"VGPU_CONTEXT_BYTES", NULL, true,
-        "device memory a primary context takes, charged when it cannot be "
-        "measured through NVML (e.g. 416m)"},
+        "device memory a context is assumed to take until one is measured "
+        "through NVML, and where it cannot be (default 512m, e.g. 416m)"},
 };
 
 const char *vgpu_env(enum vgpu_env_id id)

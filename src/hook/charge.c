@@ -46,7 +46,7 @@ void charge_end(struct charge *c, bool ok, enum ledger_space space,
     if (c->dev < 0)
         return;
     vgpu_region_settle(account_region(), c->dev, c->bytes, c->kind, ok);
-    if (ok)
+    if (ok && space != SPACE_NONE)
         ledger_put(space, key, (struct ledger_entry){c->dev, c->kind, c->bytes});
 }
 

@@ -42,7 +42,8 @@ bool charge_begin(struct charge *c, int dev, uint64_t bytes,
 bool charge_resize(struct charge *c, uint64_t bytes);
 
 /* Leave the driver. ok: the reservation is kept and recorded under
- * (space, key) for the free; !ok: it is rolled back. */
+ * (space, key) for the free (SPACE_NONE: the caller keeps it); !ok: it is
+ * rolled back. */
 void charge_end(struct charge *c, bool ok, enum ledger_space space,
                 uint64_t key);
 

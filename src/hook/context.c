@@ -1,120 +1,91 @@
-/* Primary contexts take device memory too (about 400 MiB on an H100): the
- * first retain on a device charges it, the last release (or a reset)
- * returns it. Its size is measured after the driver made the context, as
- * this process's usage in NVML less what it has charged already, by the
- * first process of the region; the others take that size from the region
- * (NVML's start-up is kept off their first CUDA call); where
- * NVML cannot name this process (another pid namespace), VGPU_CONTEXT_BYTES
- * gives the size, and without it the context is not counted (one warning).
- * A context that does not fit under the limit is released again and the
- * retain fails with CUDA_ERROR_OUT_OF_MEMORY. Contexts of cuCtxCreate are
- * not counted. */
+/* Contexts take device memory (518 MiB on an H100 with driver 580): primary
+ * contexts (cuDevicePrimaryCtxRetain, which the runtime uses for its
+ * implicit context), created ones (cuCtxCreate, every version) and green
+ * ones (cuGreenCtxCreate). Each reserves its size (ctxcharge.h) before the
+ * driver creates it and is refused with CUDA_ERROR_OUT_OF_MEMORY, never
+ * created, when it does not fit; destroying it returns the size. A primary
+ * context is charged at the retain that creates it and returned at the
+ * last release or a reset (which also frees what was allocated in it).
+ * cuCtxFromGreenCtx only names a green context as a CUcontext: nothing new
+ * is allocated, nothing is charged. */
 #include <pthread.h>
-#include <unistd.h>
 
-#include "atomic.h"
 #include "hook/account.h"
 #include "hook/charge.h"
+#include "hook/ctxcharge.h"
 #include "hook/real.h"
-#include "log.h"
-#include "vgpu/config.h"
 
 #define EXPORT __attribute__((visibility("default")))
+#define NEED(name)                                                             \
+    do {                                                                       \
+        if (REAL(name) == NULL)                                                \
+            return CUDA_ERROR_NOT_INITIALIZED;                                 \
+    } while (0)
 
+/* ---- Primary contexts ---- */
+
+/* Held across the retain that creates a primary context, so that two
+ * threads of this process do not both charge it. Nested driver calls never
+ * take it (they pass through before). */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct primary {
     unsigned retains;
+    bool live;        /* created and charged, not reset or released since */
     uint64_t charged;
 } primaries[VGPU_MAX_DEVICES];
 
-/* This process's device memory on dev as NVML reports it (caller holds
- * `lock`, which also guards nvml_up). */
-static bool nvml_process_usage(int dev, uint64_t *used)
+static void release_primary(uint64_t dev)
 {
-    static bool nvml_up;
-    char uuid[48];
-    if (REAL(nvmlInit_v2) == NULL || REAL(nvmlDeviceGetHandleByUUID) == NULL ||
-        REAL(nvmlDeviceGetComputeRunningProcesses_v3) == NULL ||
-        !account_uuid_text(dev, uuid))
-        return false;
-    if (!nvml_up)
-        nvml_up = REAL(nvmlInit_v2)() == NVML_SUCCESS;
-    nvmlDevice_t h;
-    nvmlProcessInfo_t infos[256];
-    unsigned int n = 256;
-    if (!nvml_up || REAL(nvmlDeviceGetHandleByUUID)(uuid, &h) != NVML_SUCCESS ||
-        REAL(nvmlDeviceGetComputeRunningProcesses_v3)(h, &n, infos) != NVML_SUCCESS)
-        return false;
-    unsigned int host = (unsigned int)vgpu_host_pid(), self = (unsigned int)getpid();
-    for (unsigned int i = 0; i < n; i++)
-        if (infos[i].pid == host || infos[i].pid == self) {
-            *used = infos[i].usedGpuMemory;
-            return true;
-        }
-    return false;
+    REAL(cuDevicePrimaryCtxRelease_v2)((CUdevice)dev);
 }
 
-static uint64_t context_bytes(int dev)
+static bool accounted(CUdevice dev)
 {
-    /* Another process of the region measured it: no NVML on this path. */
-    uint64_t known = vgpu_region_context_bytes(account_region(), dev);
-    if (known > 0)
-        return known;
-    uint64_t used;
-    if (nvml_process_usage(dev, &used)) {
-        uint64_t mine = vgpu_region_process_used(account_region(), dev);
-        uint64_t bytes = used > mine ? used - mine : 0;
-        vgpu_region_set_context_bytes(account_region(), dev, bytes);
-        return bytes;
-    }
-    uint64_t configured = 0;
-    const char *text = vgpu_env(VGPU_ENV_CONTEXT_BYTES);
-    if (text == NULL || !vgpu_parse_size(text, &configured)) {
-        static int warned;
-        if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */
-            log_warn("the primary context's memory cannot be measured here and "
-                     "VGPU_CONTEXT_BYTES is not set: it is not counted");
-    }
-    return configured;
+    return !charge_nested() && dev >= 0 && dev < VGPU_MAX_DEVICES &&
+           account_region() != NULL;
 }
 
 EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 {
-    if (REAL(cuDevicePrimaryCtxRetain) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    CUresult rc = REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
-    if (rc != CUDA_SUCCESS || dev < 0 || dev >= VGPU_MAX_DEVICES ||
-        account_region() == NULL)
-        return rc;
+    NEED(cuDevicePrimaryCtxRetain);
+    if (!accounted(dev))
+        return REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
     pthread_mutex_lock(&lock);
     struct primary *p = &primaries[dev];
-    p->retains++;
-    if (p->charged == 0) {
-        uint64_t bytes = context_bytes(dev);
-        if (bytes > 0 && !vgpu_region_try_charge(account_region(), dev, bytes,
-                                                 VGPU_CHARGE_CONTEXT)) {
-            p->retains--;
-            REAL(cuDevicePrimaryCtxRelease_v2)(dev);
-            rc = CUDA_ERROR_OUT_OF_MEMORY;
-        } else {
-            p->charged = bytes;
+    CUresult rc;
+    if (p->live) {
+        rc = REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
+    } else {
+        struct ctx_charge cc;
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+        if (ctx_charge_begin(&cc, dev)) {
+            rc = REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
+            rc = ctx_charge_end(&cc, rc, SPACE_NONE, 0, release_primary,
+                                (uint64_t)dev);
+        }
+        if (rc == CUDA_SUCCESS) {
+            p->live = true;
+            p->charged = cc.c.dev >= 0 ? cc.c.bytes : 0;
         }
     }
+    if (rc == CUDA_SUCCESS)
+        p->retains++;
     pthread_mutex_unlock(&lock);
     return rc;
 }
 
 static void released(CUdevice dev, bool reset)
 {
-    if (dev < 0 || dev >= VGPU_MAX_DEVICES)
-        return;
     pthread_mutex_lock(&lock);
     struct primary *p = &primaries[dev];
     if (!reset && p->retains > 0)
         p->retains--;
-    if ((reset || p->retains == 0) && p->charged > 0) {
-        vgpu_region_uncharge(account_region(), dev, p->charged, VGPU_CHARGE_CONTEXT);
+    if (reset || p->retains == 0) {
+        if (p->charged > 0)
+            vgpu_region_uncharge(account_region(), dev, p->charged,
+                                 VGPU_CHARGE_CONTEXT);
         p->charged = 0;
+        p->live = false;
     }
     pthread_mutex_unlock(&lock);
     if (reset) /* the driver freed every allocation of the context */
@@ -126,8 +97,9 @@ static CUresult after(CUresult (*real)(CUdevice), CUdevice dev, bool reset)
 {
     if (real == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
+    bool ours = accounted(dev);
     CUresult rc = real(dev);
-    if (rc == CUDA_SUCCESS)
+    if (rc == CUDA_SUCCESS && ours)
         released(dev, reset);
     return rc;
 }
@@ -150,4 +122,100 @@ EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 EXPORT CUresult cuDevicePrimaryCtxReset(CUdevice dev)
 {
     return after(REAL(cuDevicePrimaryCtxReset), dev, true);
+}
+
+/* ---- Created contexts ---- */
+
+static void destroy_created(uint64_t ctx)
+{
+    REAL(cuCtxDestroy_v2)((CUcontext)(uintptr_t)ctx);
+}
+
+/* The body of every cuCtxCreate: reserve, create with `call`, settle. */
+#define CHARGED_CONTEXT(dev, call)                                             \
+    do {                                                                       \
+        struct ctx_charge cc_;                                                 \
+        if (!ctx_charge_begin(&cc_, accounted(dev) ? (dev) : -1))              \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
+        CUresult rc_ = (call);                                                 \
+        uint64_t key_ = rc_ == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*pctx : 0;  \
+        return ctx_charge_end(&cc_, rc_, SPACE_CONTEXT, key_,                  \
+                              destroy_created, key_);                          \
+    } while (0)
+
+EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    NEED(cuCtxCreate);
+    CHARGED_CONTEXT(dev, REAL(cuCtxCreate)(pctx, flags, dev));
+}
+
+EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    NEED(cuCtxCreate_v2);
+    CHARGED_CONTEXT(dev, REAL(cuCtxCreate_v2)(pctx, flags, dev));
+}
+
+EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *params,
+                               int n, unsigned int flags, CUdevice dev)
+{
+    NEED(cuCtxCreate_v3);
+    CHARGED_CONTEXT(dev, REAL(cuCtxCreate_v3)(pctx, params, n, flags, dev));
+}
+
+EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params,
+                               unsigned int flags, CUdevice dev)
+{
+    NEED(cuCtxCreate_v4);
+    CHARGED_CONTEXT(dev, REAL(cuCtxCreate_v4)(pctx, params, flags, dev));
+}
+
+static CUresult real_ctx_destroy(uint64_t ctx, void *fn)
+{
+    return ((CUresult (*)(CUcontext))fn)((CUcontext)(uintptr_t)ctx);
+}
+
+EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+{
+    NEED(cuCtxDestroy_v2);
+    return charge_free(SPACE_CONTEXT, (uint64_t)(uintptr_t)ctx, real_ctx_destroy,
+                       (void *)REAL(cuCtxDestroy_v2));
+}
+
+EXPORT CUresult cuCtxDestroy(CUcontext ctx)
+{
+    NEED(cuCtxDestroy);
+    return charge_free(SPACE_CONTEXT, (uint64_t)(uintptr_t)ctx, real_ctx_destroy,
+                       (void *)REAL(cuCtxDestroy));
+}
+
+/* ---- Green contexts ---- */
+
+static void destroy_green(uint64_t ctx)
+{
+    REAL(cuGreenCtxDestroy)((CUgreenCtx)(uintptr_t)ctx);
+}
+
+EXPORT CUresult cuGreenCtxCreate(CUgreenCtx *pctx, CUdevResourceDesc desc,
+                                 CUdevice dev, unsigned int flags)
+{
+    NEED(cuGreenCtxCreate);
+    struct ctx_charge cc;
+    if (!ctx_charge_begin(&cc, accounted(dev) ? dev : -1))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = REAL(cuGreenCtxCreate)(pctx, desc, dev, flags);
+    uint64_t key = rc == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*pctx : 0;
+    return ctx_charge_end(&cc, rc, SPACE_GREEN, key, destroy_green, key);
+}
+
+static CUresult real_green_destroy(uint64_t ctx, void *unused)
+{
+    (void)unused;
+    return REAL(cuGreenCtxDestroy)((CUgreenCtx)(uintptr_t)ctx);
+}
+
+EXPORT CUresult cuGreenCtxDestroy(CUgreenCtx ctx)
+{
+    NEED(cuGreenCtxDestroy);
+    return charge_free(SPACE_GREEN, (uint64_t)(uintptr_t)ctx, real_green_destroy,
+                       NULL);
 }

@@ -107,7 +107,8 @@ void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS])
         for (int b = 0; b < BUCKETS; b++)
             for (struct node **p = &shards[i].buckets[b]; *p != NULL;) {
                 struct node *n = *p;
-                if (n->e.dev != dev) {
+                if (n->e.dev != dev || n->space == SPACE_CONTEXT ||
+                    n->space == SPACE_GREEN || n->space == SPACE_VMM) {
                     p = &n->next;
                     continue;
                 }

@@ -7,7 +7,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum ledger_space { SPACE_POINTER = 1, SPACE_VMM = 2, SPACE_ARRAY = 3 };
+enum ledger_space {
+    SPACE_NONE = 0, /* not recorded: the caller keeps the charge */
+    SPACE_POINTER = 1,
+    SPACE_VMM = 2,
+    SPACE_ARRAY = 3,
+    SPACE_CONTEXT = 4, /* cuCtxCreate's contexts */
+    SPACE_GREEN = 5,   /* green contexts */
+    SPACE_MODULE = 6,
+    SPACE_LIBRARY = 7,
+};
 
 /* Kinds are enum vgpu_charge_kind's values (data, context, module). */
 #define LEDGER_KINDS 3
@@ -20,7 +29,9 @@ struct ledger_entry {
 
 void ledger_put(enum ledger_space space, uint64_t key, struct ledger_entry e);
 bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e);
-/* Forget every entry on device dev, adding their bytes to bytes[kind]. */
+/* Forget every entry on device dev that a primary context's reset frees,
+ * adding their bytes to bytes[kind]: not other contexts, nor VMM memory
+ * (it lives until its handle is released). */
 void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS]);
 
 /* Forget everything (a fork child owns none of its parent's allocations). */

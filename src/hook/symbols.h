@@ -34,7 +34,15 @@
     X(cuDevicePrimaryCtxRelease)                                               \
     X(cuDevicePrimaryCtxRelease_v2)                                            \
     X(cuDevicePrimaryCtxReset)                                                 \
-    X(cuDevicePrimaryCtxReset_v2)
+    X(cuDevicePrimaryCtxReset_v2)                                              \
+    X(cuCtxCreate)                                                             \
+    X(cuCtxCreate_v2)                                                          \
+    X(cuCtxCreate_v3)                                                          \
+    X(cuCtxCreate_v4)                                                          \
+    X(cuCtxDestroy)                                                            \
+    X(cuCtxDestroy_v2)                                                         \
+    X(cuGreenCtxCreate)                                                        \
+    X(cuGreenCtxDestroy)
 
 /* Driver functions vgpu calls but does not intercept. */
 #define VGPU_CUDA_USED(X)                                                      \

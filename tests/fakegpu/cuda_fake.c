@@ -27,6 +27,7 @@ struct fg_ctx {
     int physical;
     int refs;
     int primary;
+    int green;
     int live;          /* started, not reset since */
     uint64_t overhead; /* device bytes the context itself takes */
 };
@@ -310,11 +311,15 @@ EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params,
     return create_context(pctx, dev);
 }
 
-EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+/* The driver's first ABI of cuCtxCreate (before CUDA 3.2). */
+EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
-    struct fg_ctx *c = (struct fg_ctx *)ctx;
-    if (c == NULL || c->primary)
-        return CUDA_ERROR_INVALID_CONTEXT;
+    (void)flags;
+    return create_context(pctx, dev);
+}
+
+static void unstack(struct fg_ctx *c)
+{
     for (int i = 0; i < ctx_depth; i++)
         if (ctx_stack[i] == c) {
             memmove(&ctx_stack[i], &ctx_stack[i + 1],
@@ -322,8 +327,64 @@ EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
             ctx_depth--;
             break;
         }
+}
+
+EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+{
+    struct fg_ctx *c = (struct fg_ctx *)ctx;
+    if (c == NULL || c->primary || c->green)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    unstack(c);
     ctx_stop(c);
     free(c);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxDestroy(CUcontext ctx)
+{
+    return cuCtxDestroy_v2(ctx);
+}
+
+/* Green contexts: a context of its own (its memory too) on a share of the
+ * SMs; cuCtxFromGreenCtx names it as a CUcontext, allocating nothing. */
+EXPORT CUresult cuGreenCtxCreate(CUgreenCtx *pctx, CUdevResourceDesc desc,
+                                 CUdevice dev, unsigned int flags)
+{
+    (void)desc, (void)flags;
+    FAIL_POINT("cuGreenCtxCreate");
+    CUresult rc = need_device(dev);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    if (pctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fg_ctx *c = calloc(1, sizeof *c);
+    c->refs = 1;
+    c->green = 1;
+    rc = ctx_start(c, dev);
+    if (rc != CUDA_SUCCESS) {
+        free(c);
+        return rc;
+    }
+    *pctx = (CUgreenCtx)c;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGreenCtxDestroy(CUgreenCtx ctx)
+{
+    struct fg_ctx *c = (struct fg_ctx *)ctx;
+    if (c == NULL || !c->green)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    unstack(c);
+    ctx_stop(c);
+    free(c);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxFromGreenCtx(CUcontext *pctx, CUgreenCtx ctx)
+{
+    if (pctx == NULL || ctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *pctx = (CUcontext)ctx;
     return CUDA_SUCCESS;
 }
 

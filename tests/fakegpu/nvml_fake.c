@@ -2,6 +2,7 @@
  * CUDA_VISIBLE_DEVICES and reports every device of the machine, with the
  * memory every process uses, from the shared state. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fakegpu.h"
@@ -134,7 +135,13 @@ static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, void *out,
     int dev = device_index(d);
     if (dev < 0 || count == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
+    if (fg_should_fail("nvmlDeviceGetComputeRunningProcesses"))
+        return NVML_ERROR_UNKNOWN;
     fg_reap();
+    /* FAKEGPU_NVML_PID_OFFSET: report pids as a host would see the
+     * processes of a container with its own pid namespace. */
+    const char *offset_text = getenv("FAKEGPU_NVML_PID_OFFSET");
+    unsigned int pid_offset = offset_text ? (unsigned int)atoi(offset_text) : 0;
     struct fg_state *s = fg_state();
     unsigned int n = 0, room = out ? *count : 0;
     for (int i = 0; i < FG_MAX_PROCS; i++) {
@@ -143,8 +150,8 @@ static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, void *out,
         if (!__atomic_load_n(&p->busy, __ATOMIC_ACQUIRE) || used == 0)
             continue;
         if (n < room) {
-            nvmlProcessInfo_t info = {(unsigned int)p->pid, used, 0xffffffffu,
-                                      0xffffffffu};
+            nvmlProcessInfo_t info = {(unsigned int)p->pid + pid_offset, used,
+                                      0xffffffffu, 0xffffffffu};
             memcpy((char *)out + n * size, &info, size);
         }
         n++;

@@ -1,0 +1,94 @@
+/* A context's size: known, assumed, or measured across its creation. */
+#include "hook/ctxcharge.h"
+
+#include "atomic.h"
+#include "hook/account.h"
+#include "log.h"
+#include "vgpu/config.h"
+
+/* Assumed before any measurement (an H100's is 518 MiB with driver 580);
+ * the first creation that can be measured corrects it. */
+#define CONTEXT_GUESS (512ull << 20)
+
+/* Recorded for a context measured to take nothing (the simulated GPU's),
+ * since 0 in the region means "not measured yet". */
+#define MEASURED_ZERO UINT64_MAX
+
+static uint64_t assumed_size(struct vgpu_region *r, int dev)
+{
+    uint64_t bytes = CONTEXT_GUESS;
+    const char *text = vgpu_env(VGPU_ENV_CONTEXT_BYTES);
+    if (text != NULL && !vgpu_parse_size(text, &bytes)) {
+        static int warned;
+        if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */
+            log_warn("VGPU_CONTEXT_BYTES=%s is not a size: 512m is assumed", text);
+        bytes = CONTEXT_GUESS;
+    }
+    /* More than the limit would refuse every first context forever: the
+     * measurement that corrects the guess would never run. */
+    uint64_t limit = vgpu_region_limit(r, dev);
+    return limit > 0 && bytes > limit ? limit : bytes;
+}
+
+bool ctx_charge_begin(struct ctx_charge *cc, int dev)
+{
+    struct vgpu_region *r = account_region();
+    uint64_t known = charge_nested() ? 0 : vgpu_region_context_bytes(r, dev);
+    uint64_t bytes = known == MEASURED_ZERO ? 0
+                     : known > 0            ? known
+                                            : assumed_size(r, dev);
+    cc->measuring = false;
+    if (!charge_begin(&cc->c, dev, bytes, VGPU_CHARGE_CONTEXT))
+        return false;
+    if (known == 0 && cc->c.dev >= 0) {
+        cc->mine = vgpu_region_process_used(r, dev);
+        cc->measuring = nvml_list_read(dev, &cc->before);
+        if (!cc->measuring) {
+            static int warned;
+            if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: picks who logs */
+                log_warn("a context's memory cannot be measured (NVML does not answer): "
+                         "%llu MiB is counted for each (VGPU_CONTEXT_BYTES)",
+                         (unsigned long long)(bytes >> 20));
+        }
+    }
+    return true;
+}
+
+/* This process's growth on dev across the creation, if it can be told
+ * apart: our pid known or learned, and no other charge of this process
+ * moved meanwhile. */
+static bool measure(struct ctx_charge *cc, uint64_t *bytes)
+{
+    int dev = cc->c.dev;
+    struct nvml_list after;
+    if (!nvml_list_read(dev, &after) ||
+        vgpu_region_process_used(account_region(), dev) != cc->mine)
+        return false;
+    uint64_t was = 0, now = 0;
+    if (!nvml_self_used(&after, &now)) {
+        if (nvml_self_learn(&cc->before, &after, 0))
+            nvml_self_used(&after, &now);
+        else if (after.n != cc->before.n)
+            return false; /* others came or went: cannot tell which is ours */
+    }
+    nvml_self_used(&cc->before, &was);
+    *bytes = now > was ? now - was : 0;
+    return true;
+}
+
+CUresult ctx_charge_end(struct ctx_charge *cc, CUresult rc,
+                        enum ledger_space space, uint64_t key,
+                        void (*undo)(uint64_t arg), uint64_t arg)
+{
+    uint64_t bytes;
+    if (rc == CUDA_SUCCESS && cc->measuring && measure(cc, &bytes)) {
+        vgpu_region_set_context_bytes(account_region(), cc->c.dev,
+                                      bytes > 0 ? bytes : MEASURED_ZERO);
+        if (!charge_resize(&cc->c, bytes)) {
+            undo(arg);
+            rc = CUDA_ERROR_OUT_OF_MEMORY;
+        }
+    }
+    charge_end(&cc->c, rc == CUDA_SUCCESS, space, key);
+    return rc;
+}
