@@ -4,6 +4,8 @@
  * without being created, eight processes starting together cannot all get
  * a context, and the context size measured after a reset with VMM memory
  * alive is the context's alone. Contexts take 256 MiB here. */
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 
 #include "hook_util.h"
@@ -164,11 +166,12 @@ static void reset_with_live_vmm(void)
     CHECK(region_used(0) == 0 && fakegpu_device_used(0) == 0, "all returned");
 }
 
-/* In a container with its own pid namespace NVML's pids are not ours: the
- * first process finds itself as the pid that appeared across its context's
- * creation. */
+/* In a container with its own pid namespace (and /proc) NVML's pids are
+ * the host's: the first process finds itself as the pid that appeared
+ * across its context's creation. Run under unshare by own_pid_namespace. */
 static void other_pid_namespace(void)
 {
+    CHECK(vgpu_host_pid() == 0, "the host's pid is hidden here");
     fresh("4g");
     setenv("FAKEGPU_NVML_PID_OFFSET", "100000", 1);
     CU_OK(cuInit(0));
@@ -183,6 +186,20 @@ static void other_pid_namespace(void)
     CHECK(measured == CTX, "measured through the pid NVML gave this process");
     CHECK(region_used(0) == CTX, "and charged at that size");
     unsetenv("FAKEGPU_NVML_PID_OFFSET");
+}
+
+static char self_exe[4096];
+
+static void own_pid_namespace(void)
+{
+    if (system("unshare --pid --fork --mount-proc true 2>/dev/null") != 0) {
+        printf("  own pid namespace: skipped (unshare --pid not permitted here)\n");
+        return;
+    }
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "unshare --pid --fork --mount-proc %s pidns-inner",
+             self_exe);
+    CHECK(system(cmd) == 0, "the scenario in its own pid namespace");
 }
 
 static void in_child(void (*scenario)(void))
@@ -207,7 +224,12 @@ int main(int argc, char **argv)
         void (*run)(void);
     } scenarios[] = {{"created", created_contexts}, {"green", green_contexts},
                      {"race", racing_contexts}, {"reset", reset_with_live_vmm},
-                     {"pidns", other_pid_namespace}};
+                     {"pidns", own_pid_namespace}};
+    CHECK(realpath("/proc/self/exe", self_exe) != NULL, "own path");
+    if (argc == 2 && strcmp(argv[1], "pidns-inner") == 0) {
+        other_pid_namespace();
+        return 0;
+    }
     for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
         if (argc < 2 || strcmp(argv[1], scenarios[i].name) == 0)
             in_child(scenarios[i].run);

@@ -65,12 +65,9 @@ static bool measure(struct ctx_charge *cc, uint64_t *bytes)
         vgpu_region_process_used(account_region(), dev) != cc->mine)
         return false;
     uint64_t was = 0, now = 0;
-    if (!nvml_self_used(&after, &now)) {
-        if (nvml_self_learn(&cc->before, &after, 0))
-            nvml_self_used(&after, &now);
-        else if (after.n != cc->before.n)
-            return false; /* others came or went: cannot tell which is ours */
-    }
+    if (!nvml_self_pid_known() && !nvml_self_learn(&cc->before, &after, 0))
+        return false; /* others came too: cannot tell which one is this */
+    nvml_self_used(&after, &now); /* absent: holds nothing */
     nvml_self_used(&cc->before, &was);
     *bytes = now > was ? now - was : 0;
     return true;

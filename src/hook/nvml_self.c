@@ -63,22 +63,30 @@ static unsigned int learned(void)
     return pid;
 }
 
-bool nvml_self_used(const struct nvml_list *l, uint64_t *used)
+/* The host's pid of this process from /proc (0: another pid namespace
+ * whose /proc hides it). It does not change: read once. */
+static int32_t host_pid(void)
 {
-    static int32_t host = -1; /* /proc's answer does not change */
+    static int32_t host = -1;
     int32_t h = atomic_load_n(&host, RELAXED); /* a value, orders nothing */
     if (h < 0) {
         h = vgpu_host_pid();
         atomic_store_n(&host, h, RELAXED);
     }
-    return find(l, (unsigned int)h, used) ||
-           find(l, (unsigned int)getpid(), used) || find(l, learned(), used);
+    return h;
 }
 
-bool nvml_self_known(const struct nvml_list *l)
+bool nvml_self_pid_known(void)
 {
-    uint64_t used;
-    return nvml_self_used(l, &used) || learned() != 0;
+    return host_pid() > 0 || learned() != 0;
+}
+
+bool nvml_self_used(const struct nvml_list *l, uint64_t *used)
+{
+    /* Not getpid() where it is not the host's: in a pid namespace a small
+     * pid may well be another container's process on the host. */
+    int32_t h = host_pid();
+    return find(l, h > 0 ? (unsigned int)h : learned(), used);
 }
 
 bool nvml_self_learn(const struct nvml_list *before,

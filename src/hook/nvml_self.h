@@ -32,7 +32,8 @@ bool nvml_self_used(const struct nvml_list *l, uint64_t *used);
 bool nvml_self_learn(const struct nvml_list *before,
                      const struct nvml_list *after, uint64_t min_growth);
 
-/* True once this process's NVML pid is known (host pid or learned). */
-bool nvml_self_known(const struct nvml_list *l);
+/* True when this process's NVML pid is known (host pid, or learned): then
+ * its absence from a list means it holds nothing. */
+bool nvml_self_pid_known(void);
 
 #endif
