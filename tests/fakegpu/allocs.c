@@ -112,8 +112,10 @@ uint64_t allocs_take_device(int dev)
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < capacity; i++)
         if (slots[i].key > TOMB && slots[i].dev == dev &&
-            (slots[i].kind == FG_PLAIN || slots[i].kind == FG_ARRAY)) {
-            bytes += slots[i].size;
+            (slots[i].kind == FG_PLAIN || slots[i].kind == FG_ARRAY ||
+             slots[i].kind == FG_POOL)) {
+            if (slots[i].kind != FG_POOL)
+                bytes += slots[i].size;
             slots[i].key = TOMB;
             count--;
             tombstones++;

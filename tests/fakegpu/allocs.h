@@ -10,6 +10,7 @@ enum fg_kind {
     FG_MANAGED,    /* cuMemAllocManaged: not taken from the device pool */
     FG_ARRAY,      /* arrays and mipmapped arrays */
     FG_RESERVE,    /* cuMemAddressReserve: address space only */
+    FG_POOL,       /* from a stream-ordered pool: its bytes are the pool's */
 };
 
 struct fg_alloc {
@@ -17,13 +18,14 @@ struct fg_alloc {
     uint64_t size;
     int dev;       /* physical device */
     int kind;
+    void *pool;    /* FG_POOL: the pool it came from */
 };
 
 void allocs_put(struct fg_alloc a);
 /* Remove key; false if it was not there. */
 bool allocs_take(uint64_t key, struct fg_alloc *out);
 /* Remove every allocation on physical device dev that takes device memory;
- * returns their bytes. */
+ * returns their bytes (a pool's are its pool's, not counted here). */
 uint64_t allocs_take_device(int dev);
 
 /* The allocation containing addr. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "allocs.h"
+#include "driver.h"
 #include "fakegpu.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -39,6 +40,12 @@ static __thread int ctx_depth;
 static struct fg_ctx *current(void)
 {
     return ctx_depth > 0 ? ctx_stack[ctx_depth - 1] : NULL;
+}
+
+int fg_current_ordinal(void)
+{
+    struct fg_ctx *c = current();
+    return c ? c->ordinal : -1;
 }
 
 static uint64_t env_u64(const char *name)
@@ -74,6 +81,11 @@ static CUresult need_device(CUdevice dev)
     if (!initialized)
         return CUDA_ERROR_NOT_INITIALIZED;
     return fg_physical(dev) < 0 ? CUDA_ERROR_INVALID_DEVICE : CUDA_SUCCESS;
+}
+
+CUresult fg_need_device(int dev)
+{
+    return need_device(dev);
 }
 
 static CUresult need_context(struct fg_ctx **out)
@@ -252,6 +264,7 @@ EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
     uint64_t bytes = allocs_take_device(c->physical = fg_physical(dev));
     if (bytes)
         fg_release(c->physical, bytes);
+    fg_pools_reset(c->physical);
     return CUDA_SUCCESS;
 }
 
@@ -436,12 +449,13 @@ EXPORT CUresult cuCtxGetDevice(CUdevice *dev)
 
 EXPORT CUresult cuCtxSynchronize(void)
 {
+    fg_pools_sync(); /* as the driver: pools shrink to their threshold */
     return CUDA_SUCCESS;
 }
 
 /* ---- Plain device memory ---- */
 
-static CUresult allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind)
+CUresult fg_allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind)
 {
     if (dptr == NULL || bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
@@ -451,14 +465,12 @@ static CUresult allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind)
     if (kind != FG_MANAGED && kind != FG_RESERVE && !fg_reserve(physical, bytes))
         return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t addr = fg_new_address(bytes);
-    allocs_put((struct fg_alloc){addr, bytes, physical, kind});
+    allocs_put((struct fg_alloc){addr, bytes, physical, kind, NULL});
     *dptr = addr;
     return CUDA_SUCCESS;
 }
 
-#define KIND(k) (1 << (k))
-
-static CUresult release(uint64_t key, int kinds)
+CUresult fg_free(uint64_t key, int kinds)
 {
     if (key == 0)
         return CUDA_SUCCESS; /* freeing NULL is allowed */
@@ -469,7 +481,9 @@ static CUresult release(uint64_t key, int kinds)
         allocs_put(a);
         return CUDA_ERROR_INVALID_VALUE;
     }
-    if (a.kind != FG_MANAGED && a.kind != FG_RESERVE)
+    if (a.kind == FG_POOL)
+        fg_pool_free(&a); /* back to its pool's cache */
+    else if (a.kind != FG_MANAGED && a.kind != FG_RESERVE)
         fg_release(a.dev, a.size);
     return CUDA_SUCCESS;
 }
@@ -479,7 +493,7 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
     FAIL_POINT("cuMemAlloc");
     struct fg_ctx *c;
     CUresult rc = need_context(&c);
-    return rc ? rc : allocate((uint64_t *)dptr, bytes, c->physical, FG_PLAIN);
+    return rc ? rc : fg_allocate((uint64_t *)dptr, bytes, c->physical, FG_PLAIN);
 }
 
 EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytes)
@@ -513,13 +527,13 @@ EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes,
     (void)flags;
     struct fg_ctx *c;
     CUresult rc = need_context(&c);
-    return rc ? rc : allocate((uint64_t *)dptr, bytes, c->physical, FG_MANAGED);
+    return rc ? rc : fg_allocate((uint64_t *)dptr, bytes, c->physical, FG_MANAGED);
 }
 
 EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
     FAIL_POINT("cuMemFree");
-    return release(dptr, KIND(FG_PLAIN) | KIND(FG_MANAGED));
+    return fg_free(dptr, KIND(FG_PLAIN) | KIND(FG_MANAGED) | KIND(FG_POOL));
 }
 
 EXPORT CUresult cuMemFree(CUdeviceptr_v1 dptr)
@@ -567,268 +581,6 @@ EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size,
     return CUDA_SUCCESS;
 }
 
-/* ---- Streams, pools and stream-ordered allocation ---- */
-
-struct fg_stream { int ordinal; };
-struct fg_pool { int ordinal; };
-static struct fg_pool default_pools[FG_MAX_DEVICES];
-
-EXPORT CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
-{
-    (void)flags;
-    struct fg_ctx *c;
-    CUresult rc = need_context(&c);
-    if (rc != CUDA_SUCCESS)
-        return rc;
-    struct fg_stream *s = malloc(sizeof *s);
-    s->ordinal = c->ordinal;
-    *stream = (CUstream)s;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuStreamDestroy_v2(CUstream stream)
-{
-    free(stream);
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuStreamSynchronize(CUstream stream)
-{
-    (void)stream;
-    return CUDA_SUCCESS;
-}
-
-static int stream_ordinal(CUstream stream)
-{
-    if (stream == NULL || stream == CU_STREAM_LEGACY ||
-        stream == CU_STREAM_PER_THREAD) {
-        struct fg_ctx *c = current();
-        return c ? c->ordinal : -1;
-    }
-    return ((struct fg_stream *)stream)->ordinal;
-}
-
-EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
-{
-    FAIL_POINT("cuMemAllocAsync");
-    int ordinal = stream_ordinal(s);
-    if (ordinal < 0)
-        return CUDA_ERROR_INVALID_CONTEXT;
-    return allocate((uint64_t *)dptr, bytes, fg_physical(ordinal), FG_PLAIN);
-}
-
-EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
-{
-    return cuMemAllocAsync(dptr, bytes, s);
-}
-
-EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s)
-{
-    (void)s;
-    return release(dptr, KIND(FG_PLAIN));
-}
-
-EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s)
-{
-    return cuMemFreeAsync(dptr, s);
-}
-
-EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
-{
-    CUresult rc = need_device(dev);
-    if (rc == CUDA_SUCCESS) {
-        default_pools[dev].ordinal = dev;
-        *pool = (CUmemoryPool)&default_pools[dev];
-    }
-    return rc;
-}
-
-EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
-{
-    if (props == NULL || need_device(props->location.id) != CUDA_SUCCESS)
-        return CUDA_ERROR_INVALID_VALUE;
-    struct fg_pool *p = malloc(sizeof *p);
-    p->ordinal = props->location.id;
-    *pool = (CUmemoryPool)p;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
-{
-    struct fg_pool *p = (struct fg_pool *)pool;
-    if (p < default_pools || p >= default_pools + FG_MAX_DEVICES)
-        free(p);
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
-                                        CUmemoryPool pool, CUstream s)
-{
-    (void)s;
-    FAIL_POINT("cuMemAllocFromPoolAsync");
-    if (pool == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    int ordinal = ((struct fg_pool *)pool)->ordinal;
-    return allocate((uint64_t *)dptr, bytes, fg_physical(ordinal), FG_PLAIN);
-}
-
-EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
-                                             CUmemoryPool pool, CUstream s)
-{
-    return cuMemAllocFromPoolAsync(dptr, bytes, pool, s);
-}
-
-/* ---- Virtual memory management ---- */
-
-struct fg_physical_alloc {
-    int physical;
-    int refs;   /* the handle itself, imports, and each mapping */
-    uint64_t size;
-};
-
-struct fg_mapping { uint64_t va; struct fg_physical_alloc *mem; };
-#define MAX_MAPPINGS 4096
-static struct fg_mapping mappings[MAX_MAPPINGS];
-
-static void physical_put(struct fg_physical_alloc *m)
-{
-    if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-        fg_release(m->physical, m->size);
-        free(m);
-    }
-}
-
-EXPORT CUresult cuMemGetAllocationGranularity(size_t *g,
-                                              const CUmemAllocationProp *prop,
-                                              CUmemAllocationGranularity_flags f)
-{
-    (void)prop, (void)f;
-    *g = FG_GRANULARITY;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
-                            const CUmemAllocationProp *prop,
-                            unsigned long long flags)
-{
-    (void)flags;
-    FAIL_POINT("cuMemCreate");
-    if (handle == NULL || prop == NULL || size == 0 || size % FG_GRANULARITY)
-        return CUDA_ERROR_INVALID_VALUE;
-    int physical = fg_physical(prop->location.id);
-    if (physical < 0)
-        return CUDA_ERROR_INVALID_DEVICE;
-    if (!fg_reserve(physical, size))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    struct fg_physical_alloc *m = malloc(sizeof *m);
-    *m = (struct fg_physical_alloc){physical, 1, size};
-    *handle = (CUmemGenericAllocationHandle)(uintptr_t)m;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
-{
-    if (handle == 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    physical_put((struct fg_physical_alloc *)(uintptr_t)handle);
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t align,
-                                    CUdeviceptr addr, unsigned long long flags)
-{
-    (void)align, (void)addr, (void)flags;
-    return allocate((uint64_t *)ptr, size, 0, FG_RESERVE);
-}
-
-EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
-{
-    (void)size;
-    return release(ptr, KIND(FG_RESERVE));
-}
-
-EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
-                         CUmemGenericAllocationHandle handle,
-                         unsigned long long flags)
-{
-    (void)size, (void)offset, (void)flags;
-    if (handle == 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    struct fg_physical_alloc *m = (struct fg_physical_alloc *)(uintptr_t)handle;
-    for (int i = 0; i < MAX_MAPPINGS; i++) {
-        struct fg_physical_alloc *expected = NULL;
-        if (__atomic_load_n(&mappings[i].mem, __ATOMIC_RELAXED) == NULL &&
-            __atomic_compare_exchange_n(&mappings[i].mem, &expected, m, false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            mappings[i].va = ptr;
-            __atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
-            return CUDA_SUCCESS;
-        }
-    }
-    return CUDA_ERROR_OUT_OF_MEMORY;
-}
-
-EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
-{
-    (void)size;
-    for (int i = 0; i < MAX_MAPPINGS; i++) {
-        struct fg_physical_alloc *m = __atomic_load_n(&mappings[i].mem, __ATOMIC_ACQUIRE);
-        if (m != NULL && mappings[i].va == ptr &&
-            __atomic_compare_exchange_n(&mappings[i].mem, &m, NULL, false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            physical_put(m);
-            return CUDA_SUCCESS;
-        }
-    }
-    return CUDA_ERROR_INVALID_VALUE;
-}
-
-EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size,
-                               const CUmemAccessDesc *desc, size_t count)
-{
-    (void)ptr, (void)size, (void)desc, (void)count;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemExportToShareableHandle(void *out,
-                                             CUmemGenericAllocationHandle h,
-                                             CUmemAllocationHandleType type,
-                                             unsigned long long flags)
-{
-    (void)type, (void)flags;
-    /* Same-process sharing only: the "handle" is the allocation itself. */
-    *(uint64_t *)out = (uint64_t)h;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h,
-                                               void *os_handle,
-                                               CUmemAllocationHandleType type)
-{
-    (void)type;
-    struct fg_physical_alloc *m = (struct fg_physical_alloc *)(uintptr_t)os_handle;
-    if (m == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    __atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
-    *h = (CUmemGenericAllocationHandle)(uintptr_t)m;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop,
-                                                       CUmemGenericAllocationHandle h)
-{
-    struct fg_physical_alloc *m = (struct fg_physical_alloc *)(uintptr_t)h;
-    if (m == NULL || prop == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    memset(prop, 0, sizeof *prop);
-    prop->type = CU_MEM_ALLOCATION_TYPE_PINNED;
-    prop->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    for (int i = 0; i < fg_visible_count(); i++)
-        if (fg_physical(i) == m->physical)
-            prop->location.id = i;
-    return CUDA_SUCCESS;
-}
-
 /* ---- Arrays ---- */
 
 static uint64_t format_bytes(CUarray_format f)
@@ -847,7 +599,7 @@ static CUresult create_array(uint64_t *handle, uint64_t bytes)
     FAIL_POINT("cuArrayCreate");
     struct fg_ctx *c;
     CUresult rc = need_context(&c);
-    return rc ? rc : allocate(handle, bytes, c->physical, FG_ARRAY);
+    return rc ? rc : fg_allocate(handle, bytes, c->physical, FG_ARRAY);
 }
 
 static uint64_t extent(size_t v) { return v ? v : 1; }
@@ -871,7 +623,7 @@ EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *
 
 EXPORT CUresult cuArrayDestroy(CUarray arr)
 {
-    return release((uint64_t)(uintptr_t)arr, KIND(FG_ARRAY));
+    return fg_free((uint64_t)(uintptr_t)arr, KIND(FG_ARRAY));
 }
 
 EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr,
@@ -890,7 +642,7 @@ EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr,
 
 EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
 {
-    return release((uint64_t)(uintptr_t)arr, KIND(FG_ARRAY));
+    return fg_free((uint64_t)(uintptr_t)arr, KIND(FG_ARRAY));
 }
 
 /* ---- Errors ---- */
