@@ -1,6 +1,7 @@
 /* CUDA_VISIBLE_DEVICES renumbers CUDA's devices; NVML keeps the machine's
- * numbering. A limit on CUDA device 0 (physical 2 here) must show on NVML
- * device 2, not NVML device 0. */
+ * (the container's) numbering, and so do the limits: CUDA_DEVICE_MEMORY_
+ * LIMIT_0 names the container's GPU 0, which is CUDA device 1 here, and
+ * shows on NVML device 0 and on CUDA device 1, not on CUDA device 0. */
 #include "hook_util.h"
 #include "nvml_decl.h"
 
@@ -26,10 +27,15 @@ int main(void)
     CUdeviceptr p;
     CU_OK(cuMemAlloc_v2(&p, GiB)); /* attaches; records the devices' UUIDs */
     CHECK(nvmlInit_v2() == NVML_SUCCESS, "nvml");
-    CHECK(nvml_total(2) == 4 * GiB, "NVML 2 is CUDA 0: limited, got %llu",
-          (unsigned long long)nvml_total(2));
-    CHECK(nvml_total(0) == 80 * GiB, "NVML 0 is CUDA 1: no limit");
+    CHECK(nvml_total(0) == 4 * GiB, "NVML 0 is GPU 0: limited, got %llu",
+          (unsigned long long)nvml_total(0));
+    CHECK(nvml_total(2) == 80 * GiB, "NVML 2 is CUDA 0: no limit");
     CHECK(nvml_total(1) == 80 * GiB, "NVML 1 is not visible: physical");
+    size_t total;
+    CU_OK(cuDeviceTotalMem_v2(&total, 1));
+    CHECK(total == 4 * GiB, "CUDA 1 is GPU 0: limited, got %zu", total);
+    CU_OK(cuDeviceTotalMem_v2(&total, 0));
+    CHECK(total == 80 * GiB, "CUDA 0 is GPU 2: no limit, got %zu", total);
     CU_OK(cuMemFree_v2(p));
     printf("hook_nvml_visible: ok\n");
     return 0;

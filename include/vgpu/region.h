@@ -84,7 +84,23 @@ int32_t vgpu_host_pid(void);
 uint64_t vgpu_region_used(const struct vgpu_region *r, int dev);
 uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev);
 
-/* Record a device's UUID (first writer wins) and the device count. */
+/* Every function here that takes a device takes the process's own number
+ * for it (a CUDA ordinal): the same as the region's (the container's)
+ * unless vgpu_region_bind_device said otherwise. */
+
+/* This process's device `local` is the GPU with this UUID: use the region's
+ * index of that UUID if recorded, else `index` (the container's number of
+ * that GPU, e.g. NVML's index; -1: unknown, then `local` if free, else the
+ * first free index) and record the UUID there. Call at attach, before
+ * charging. Returns the region's index. */
+int vgpu_region_bind_device(struct vgpu_region *r, int local, const char *uuid,
+                            int index);
+
+/* The region's index of the GPU with this UUID, -1 if not recorded. */
+int vgpu_region_uuid_index(const struct vgpu_region *r, const char *uuid);
+
+/* Record the UUID of the region's device index (first writer wins). Unlike
+ * the others, dev is the region's index here. */
 void vgpu_region_set_device(struct vgpu_region *r, int dev, const char *uuid);
 
 /* True if dev's recorded UUID is uuid. */

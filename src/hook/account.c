@@ -4,6 +4,7 @@
 #include "hook/account.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,15 +34,45 @@ bool account_uuid_text(int dev, char text[48])
     return true;
 }
 
+/* The container's number of the GPU with this UUID: NVML's index (NVML
+ * ignores CUDA_VISIBLE_DEVICES and numbers the container's GPUs as CUDA
+ * does without it). -1 when NVML cannot say. */
+static int nvml_index(const char *uuid)
+{
+    nvmlDevice_t h;
+    unsigned int index;
+    if (REAL(nvmlInit_v2) == NULL || REAL(nvmlDeviceGetHandleByUUID) == NULL ||
+        REAL(nvmlDeviceGetIndex) == NULL || REAL(nvmlInit_v2)() != NVML_SUCCESS ||
+        REAL(nvmlDeviceGetHandleByUUID)(uuid, &h) != NVML_SUCCESS ||
+        REAL(nvmlDeviceGetIndex)(h, &index) != NVML_SUCCESS)
+        return -1;
+    return (int)index;
+}
+
+/* Bind each CUDA ordinal to the region's device of its GPU (by UUID), so
+ * that processes numbering the GPUs differently share one counter and one
+ * limit per GPU. Without CUDA_VISIBLE_DEVICES the ordinal is the
+ * container's number; with it, the region's record of the UUID, else NVML
+ * (only then, keeping NVML off the first CUDA call of most processes). */
 static void record_devices(struct vgpu_region *r)
 {
     int count = 0;
     if (REAL(cuDeviceGetCount) == NULL || REAL(cuDeviceGetCount)(&count) != CUDA_SUCCESS)
         return;
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    bool renumbered = visible != NULL && *visible != '\0';
     char text[48];
-    for (int d = 0; d < count && d < VGPU_MAX_DEVICES; d++)
-        if (account_uuid_text(d, text))
-            vgpu_region_set_device(r, d, text);
+    for (int d = 0; d < count && d < VGPU_MAX_DEVICES; d++) {
+        if (!account_uuid_text(d, text))
+            continue;
+        int index = d;
+        if (renumbered) {
+            index = vgpu_region_uuid_index(r, text);
+            if (index < 0)
+                index = nvml_index(text);
+        }
+        vgpu_region_bind_device(r, d, text, index);
+    }
 }
 
 static void after_fork_child(void)

@@ -38,6 +38,7 @@ static bool usable(struct vgpu_region *r)
 bool vgpu_region_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
                             enum vgpu_charge_kind kind)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (!device_ok(dev) || !usable(r))
         return true;
     if (r->ops->try_charge(r, dev, bytes, kind))
@@ -51,6 +52,7 @@ bool vgpu_region_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
 void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
                         enum vgpu_charge_kind kind, bool driver_ok)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (device_ok(dev) && usable(r))
         r->ops->settle(r, dev, bytes, kind, driver_ok);
 }
@@ -58,12 +60,14 @@ void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
 void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                           enum vgpu_charge_kind kind)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (device_ok(dev) && usable(r))
         r->ops->uncharge(r, dev, bytes, kind);
 }
 
 uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return 0;
     return r->ops->used(r, dev);
@@ -71,6 +75,7 @@ uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
 
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (r == NULL || r->base == NULL || r->slot < 0 || dev < 0 ||
         dev >= VGPU_MAX_DEVICES)
         return 0;
@@ -80,6 +85,7 @@ uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
 
 uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return 0;
     /* Relaxed: a size, publishing nothing else. */
@@ -88,6 +94,7 @@ uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev)
 
 void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t bytes)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (r != NULL && r->base != NULL && dev >= 0 && dev < VGPU_MAX_DEVICES)
         atomic_store_n(&r->ext->context_bytes[dev], bytes, RELAXED); /* a size */
 }
@@ -99,6 +106,7 @@ int32_t vgpu_host_pid(void)
 
 uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return 0;
     /* Relaxed: the monitor may rewrite it at any time; any recent value. */
@@ -125,6 +133,7 @@ void vgpu_region_set_device(struct vgpu_region *r, int dev, const char *uuid)
 
 bool vgpu_region_has_uuid(const struct vgpu_region *r, int dev, const char *uuid)
 {
+    dev = region_index(r, dev); /* the process's number -> the region's */
     if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES ||
         uuid == NULL)
         return false;

@@ -84,7 +84,13 @@ struct vgpu_region {
     bool forked;
     uint32_t want_mode;  /* the mode this process asked for */         /* a fork child's copy: claims its own slot on use */
     char path[4096];
+    /* This process's device number -> the region's index + 1 (0: the same
+     * number); set at attach (devices.c). */
+    int8_t device_index[VGPU_MAX_DEVICES];
 };
+
+/* The region's index of this process's device dev (devices.c). */
+int region_index(const struct vgpu_region *r, int dev);
 
 enum validate_result { FILE_EMPTY, FILE_VALID, FILE_INVALID };
 
