@@ -110,6 +110,8 @@ int main(void)
     CU_OK(alloc_async(&p, 512 * MiB, CU_STREAM_PER_THREAD));
     CHECK(region_used(0) == 512 * MiB, "charged through cuGetProcAddress");
     CU_OK(afree(p, CU_STREAM_PER_THREAD));
+    CHECK(region_used(0) == 512 * MiB, "freed into the pool's cache: held");
+    CU_OK(cuCtxSynchronize()); /* release threshold 0: the cache goes back */
     CHECK(region_used(0) == 0, "returned");
     printf("hook_getprocaddress: ok\n");
     return 0;

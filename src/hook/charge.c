@@ -4,6 +4,7 @@
 #include "hook/charge.h"
 
 #include "hook/account.h"
+#include "hook/pools.h"
 
 /* Depth of driver calls made by our hooks on this thread. */
 static __thread int in_driver;
@@ -17,8 +18,11 @@ bool charge_begin(struct charge *c, int dev, uint64_t bytes,
                   enum vgpu_charge_kind kind)
 {
     *c = (struct charge){in_driver > 0 ? -1 : dev, bytes, kind};
-    if (c->dev >= 0 &&
-        !vgpu_region_try_charge(account_region(), c->dev, bytes, kind))
+    struct vgpu_region *r = c->dev >= 0 ? account_region() : NULL;
+    /* Refused: what this process's pools cache goes back first, once. */
+    if (r != NULL && !vgpu_region_try_charge(r, c->dev, bytes, kind) &&
+        !(pools_give_back(c->dev) > 0 &&
+          vgpu_region_try_charge(r, c->dev, bytes, kind)))
         return false;
     in_driver++;
     return true;
@@ -47,7 +51,7 @@ void charge_end(struct charge *c, bool ok, enum ledger_space space,
         return;
     vgpu_region_settle(account_region(), c->dev, c->bytes, c->kind, ok);
     if (ok && space != SPACE_NONE)
-        ledger_put(space, key, (struct ledger_entry){c->dev, c->kind, c->bytes});
+        ledger_put(space, key, (struct ledger_entry){c->dev, c->kind, c->bytes, 0});
 }
 
 CUresult charge_free(enum ledger_space space, uint64_t key,
@@ -60,7 +64,9 @@ CUresult charge_free(enum ledger_space space, uint64_t key,
     in_driver--;
     if (!known)
         return rc;
-    if (rc == CUDA_SUCCESS)
+    if (rc == CUDA_SUCCESS && e.pool)
+        pools_freed(&e); /* back to its pool's cache */
+    else if (rc == CUDA_SUCCESS)
         vgpu_region_uncharge(account_region(), e.dev, e.bytes, e.kind);
     else
         ledger_put(space, key, e); /* still allocated: still charged */
@@ -71,6 +77,7 @@ void charge_drop_device(int dev)
 {
     uint64_t bytes[LEDGER_KINDS] = {0};
     ledger_drop_device(dev, bytes);
+    pools_drop_device(dev);
     for (int k = 0; k < LEDGER_KINDS; k++)
         if (bytes[k] > 0)
             vgpu_region_uncharge(account_region(), dev, bytes[k],

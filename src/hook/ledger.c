@@ -112,7 +112,9 @@ void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS])
                     p = &n->next;
                     continue;
                 }
-                if (n->e.kind >= 0 && n->e.kind < LEDGER_KINDS)
+                /* A pool's allocations are charged to the pool, whose
+                 * own reset returns them (pools_drop_device). */
+                if (n->e.kind >= 0 && n->e.kind < LEDGER_KINDS && n->e.pool == 0)
                     bytes[n->e.kind] += n->e.bytes;
                 *p = n->next;
                 free(n);

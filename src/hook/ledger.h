@@ -25,6 +25,8 @@ struct ledger_entry {
     int dev;
     int kind;
     uint64_t bytes;
+    int pool; /* SPACE_POINTER from a stream-ordered pool: its record + 1
+               * (pools.c charges the pool, not the entry); else 0 */
 };
 
 void ledger_put(enum ledger_space space, uint64_t key, struct ledger_entry e);

@@ -1,4 +1,5 @@
-/* Device memory: plain, pitched, managed and stream-ordered allocations.
+/* Device memory: plain, pitched and managed allocations (stream-ordered
+ * ones are pools.c's).
  * Each is reserved in the region before the driver is asked, and settled
  * (kept or rolled back) by what the driver answered. */
 #include "hook/account.h"
@@ -69,8 +70,6 @@ EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes,
 
 static CUresult real_free_v2(uint64_t p, void *a) { (void)a; return REAL(cuMemFree_v2)(p); }
 static CUresult real_free_v1(uint64_t p, void *a) { (void)a; return REAL(cuMemFree)((CUdeviceptr_v1)p); }
-static CUresult real_free_async(uint64_t p, void *s) { return REAL(cuMemFreeAsync)(p, s); }
-static CUresult real_free_async_ptsz(uint64_t p, void *s) { return REAL(cuMemFreeAsync_ptsz)(p, s); }
 
 EXPORT CUresult cuMemFree_v2(CUdeviceptr ptr)
 {
@@ -82,44 +81,4 @@ EXPORT CUresult cuMemFree(CUdeviceptr_v1 ptr)
 {
     NEED(cuMemFree);
     return charge_free(SPACE_POINTER, ptr, real_free_v1, NULL);
-}
-
-/* Stream-ordered: charged at the call, returned at the free call. Memory a
- * pool keeps cached after a free is not counted (see README). */
-EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
-{
-    NEED(cuMemAllocAsync);
-    CHARGED_ALLOC(bytes, REAL(cuMemAllocAsync)(dptr, bytes, s));
-}
-
-EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
-{
-    NEED(cuMemAllocAsync_ptsz);
-    CHARGED_ALLOC(bytes, REAL(cuMemAllocAsync_ptsz)(dptr, bytes, s));
-}
-
-EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
-                                        CUmemoryPool pool, CUstream s)
-{
-    NEED(cuMemAllocFromPoolAsync);
-    CHARGED_ALLOC(bytes, REAL(cuMemAllocFromPoolAsync)(dptr, bytes, pool, s));
-}
-
-EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
-                                             CUmemoryPool pool, CUstream s)
-{
-    NEED(cuMemAllocFromPoolAsync_ptsz);
-    CHARGED_ALLOC(bytes, REAL(cuMemAllocFromPoolAsync_ptsz)(dptr, bytes, pool, s));
-}
-
-EXPORT CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream s)
-{
-    NEED(cuMemFreeAsync);
-    return charge_free(SPACE_POINTER, ptr, real_free_async, s);
-}
-
-EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
-{
-    NEED(cuMemFreeAsync_ptsz);
-    return charge_free(SPACE_POINTER, ptr, real_free_async_ptsz, s);
 }

@@ -21,6 +21,21 @@
     X(cuMemFreeAsync_ptsz)                                                     \
     X(cuMemCreate)                                                             \
     X(cuMemRelease)                                                            \
+    X(cuMemMap)                                                                \
+    X(cuMemUnmap)                                                              \
+    X(cuMemRetainAllocationHandle)                                             \
+    X(cuMemExportToShareableHandle)                                            \
+    X(cuMemImportFromShareableHandle)                                          \
+    X(cuMemPoolCreate)                                                         \
+    X(cuMemPoolDestroy)                                                        \
+    X(cuMemPoolTrimTo)                                                         \
+    X(cuMemPoolSetAttribute)                                                   \
+    X(cuDeviceGetDefaultMemPool)                                               \
+    X(cuStreamSynchronize)                                                     \
+    X(cuStreamSynchronize_ptsz)                                                \
+    X(cuCtxSynchronize)                                                        \
+    X(cuCtxSynchronize_v2)                                                     \
+    X(cuEventSynchronize)                                                      \
     X(cuArrayCreate_v2)                                                        \
     X(cuArray3DCreate_v2)                                                      \
     X(cuArrayDestroy)                                                          \
@@ -48,7 +63,11 @@
 #define VGPU_CUDA_USED(X)                                                      \
     X(cuCtxGetDevice)                                                          \
     X(cuDeviceGetCount)                                                        \
-    X(cuDeviceGetUuid_v2)
+    X(cuDeviceGetUuid_v2)                                                      \
+    X(cuDeviceGetMemPool)                                                      \
+    X(cuMemPoolGetAttribute)                                                   \
+    X(cuMemPoolGetAccess)                                                      \
+    X(cuStreamGetDevice)
 
 #define VGPU_NVML_HOOKS(X)                                                     \
     X(nvmlDeviceGetMemoryInfo)                                                 \

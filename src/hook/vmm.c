@@ -1,11 +1,102 @@
-/* Virtual memory management: physical memory is allocated by cuMemCreate
- * (charged to its location's device) and returned by cuMemRelease. Address
- * reservations and mappings take no memory. Imported handles name memory
- * that the exporting process has already charged: not charged again. */
+/* Virtual memory management. Physical memory (cuMemCreate, charged to its
+ * location's device before the driver is asked) lives until its last
+ * reference goes, as in the driver: every handle to it (the one cuMemCreate
+ * made, each cuMemRetainAllocationHandle, each import in this process of a
+ * handle it exported) and every mapping (cuMemMap until cuMemUnmap). So
+ * each physical allocation keeps a count of those and is uncharged when the
+ * count reaches zero, not at cuMemRelease. Address reservations take no
+ * memory. A handle imported from another process names memory that process
+ * charged: not charged again here (nor kept alive in its count). A context
+ * reset does not free VMM memory: it stays charged. */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "hook/account.h"
 #include "hook/charge.h"
 #include "hook/real.h"
+#include "hook/u64map.h"
 
 #define EXPORT __attribute__((visibility("default")))
+
+struct memory {
+    int dev;
+    uint64_t bytes;
+    uint64_t refs; /* handles + mappings */
+};
+
+struct handle {
+    struct memory *mem;
+    uint64_t count; /* the driver may hand out one value more than once */
+};
+
+struct mapping {
+    struct memory *mem; /* NULL: memory that is not ours (imported) */
+    uint64_t size;
+};
+
+/* Under one lock: VMM calls are few and slow (2 MiB granularity). */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct u64map handles;  /* handle -> struct handle */
+static struct u64map mappings; /* va -> struct mapping */
+static struct u64map exports;  /* exported file descriptor -> struct memory */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void free_values(struct u64map *m)
+{
+    for (size_t i = 0; i < m->capacity; i++)
+        if (u64map_full(m, i))
+            free(m->slots[i].value);
+    u64map_clear(m);
+}
+
+/* A fork child holds none of its parent's VMM memory. (The records of the
+ * memory itself stay allocated: they are the parent's.) */
+static void forget_in_child(void)
+{
+    pthread_mutex_init(&lock, NULL);
+    free_values(&handles);
+    free_values(&mappings);
+    u64map_clear(&exports);
+}
+
+static void init(void)
+{
+    pthread_atfork(NULL, NULL, forget_in_child);
+}
+
+static void lock_vmm(void)
+{
+    pthread_once(&once, init);
+    pthread_mutex_lock(&lock);
+}
+
+/* Drop one reference; the last one uncharges. Caller holds the lock. */
+static void put(struct memory *m)
+{
+    if (m == NULL || --m->refs > 0)
+        return;
+    vgpu_region_uncharge(account_region(), m->dev, m->bytes, VGPU_CHARGE_DATA);
+    for (size_t i = 0; i < exports.capacity; i++)
+        if (u64map_full(&exports, i) && exports.slots[i].value == m)
+            u64map_take(&exports, exports.slots[i].key);
+    free(m);
+}
+
+/* One more handle of value h to m. Caller holds the lock. */
+static void add_handle(uint64_t h, struct memory *m)
+{
+    struct handle *e = u64map_get(&handles, h);
+    if (e == NULL) {
+        e = calloc(1, sizeof *e);
+        if (e == NULL || !u64map_put(&handles, h, e)) {
+            free(e);
+            return; /* cannot track: the reference is not taken either */
+        }
+        e->mem = m;
+    }
+    e->count++;
+    m->refs++;
+}
 
 EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
                             const CUmemAllocationProp *prop,
@@ -20,19 +111,163 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
     if (!charge_begin(&c, dev, size, VGPU_CHARGE_DATA))
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = REAL(cuMemCreate)(handle, size, prop, flags);
-    charge_end(&c, rc == CUDA_SUCCESS, SPACE_VMM, rc == CUDA_SUCCESS ? *handle : 0);
+    struct memory *m = NULL;
+    if (rc == CUDA_SUCCESS && c.dev >= 0 && (m = calloc(1, sizeof *m)) != NULL) {
+        *m = (struct memory){c.dev, size, 0};
+        lock_vmm();
+        add_handle(*handle, m);
+        if (m->refs == 0) { /* not tracked: charged as long as we can tell */
+            free(m);
+            m = NULL;
+        }
+        pthread_mutex_unlock(&lock);
+    }
+    /* Kept only where a record will return it; else rolled back. */
+    charge_end(&c, m != NULL, SPACE_NONE, 0);
     return rc;
-}
-
-static CUresult real_release(uint64_t handle, void *unused)
-{
-    (void)unused;
-    return REAL(cuMemRelease)(handle);
 }
 
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
     if (REAL(cuMemRelease) == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
-    return charge_free(SPACE_VMM, handle, real_release, NULL);
+    CUresult rc = REAL(cuMemRelease)(handle);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    lock_vmm();
+    struct handle *e = u64map_get(&handles, handle);
+    if (e != NULL) {
+        struct memory *m = e->mem;
+        if (--e->count == 0) {
+            u64map_take(&handles, handle);
+            free(e);
+        }
+        put(m);
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle handle,
+                         unsigned long long flags)
+{
+    if (REAL(cuMemMap) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemMap)(ptr, size, offset, handle, flags);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    lock_vmm();
+    struct handle *e = u64map_get(&handles, handle);
+    struct mapping *mp = malloc(sizeof *mp);
+    if (mp != NULL) {
+        /* Every mapping is recorded, ours or not, so that an unmap of a
+         * range can walk it mapping by mapping. */
+        *mp = (struct mapping){e ? e->mem : NULL, size};
+        free(u64map_take(&mappings, ptr));
+        if (!u64map_put(&mappings, ptr, mp)) {
+            free(mp);
+        } else if (mp->mem != NULL) {
+            mp->mem->refs++;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+/* The recorded mapping containing va (a scan: for the rare calls that name
+ * an address inside a mapping). Caller holds the lock. */
+static struct u64map_slot *mapping_at(uint64_t va)
+{
+    for (size_t i = 0; i < mappings.capacity; i++) {
+        struct u64map_slot *s = &mappings.slots[i];
+        struct mapping *mp = s->value;
+        if (u64map_full(&mappings, i) && va >= s->key && va - s->key < mp->size)
+            return s;
+    }
+    return NULL;
+}
+
+EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
+{
+    if (REAL(cuMemUnmap) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemUnmap)(ptr, size);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    /* The range covers whole mappings, one after the other; if the walk
+     * meets an address it does not know, every mapping starting in the
+     * rest of the range goes. */
+    lock_vmm();
+    uint64_t end = ptr + size, va = ptr;
+    for (struct mapping *mp; va < end && (mp = u64map_take(&mappings, va)) != NULL;) {
+        va += mp->size;
+        put(mp->mem);
+        free(mp);
+    }
+    for (size_t i = 0; va < end && i < mappings.capacity; i++) {
+        struct u64map_slot *s = &mappings.slots[i];
+        if (u64map_full(&mappings, i) && s->key >= va && s->key < end) {
+            struct mapping *mp = u64map_take(&mappings, s->key);
+            put(mp->mem);
+            free(mp);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle,
+                                            void *addr)
+{
+    if (REAL(cuMemRetainAllocationHandle) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemRetainAllocationHandle)(handle, addr);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    lock_vmm();
+    struct handle *e = u64map_get(&handles, *handle);
+    struct u64map_slot *s = e ? NULL : mapping_at((uint64_t)(uintptr_t)addr);
+    struct memory *m = e ? e->mem : s ? ((struct mapping *)s->value)->mem : NULL;
+    if (m != NULL)
+        add_handle(*handle, m);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT CUresult cuMemExportToShareableHandle(void *shareable,
+                                             CUmemGenericAllocationHandle handle,
+                                             CUmemAllocationHandleType type,
+                                             unsigned long long flags)
+{
+    if (REAL(cuMemExportToShareableHandle) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemExportToShareableHandle)(shareable, handle, type, flags);
+    if (rc != CUDA_SUCCESS || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+        return rc;
+    /* A file descriptor: an import of it in this process is this memory. */
+    lock_vmm();
+    struct handle *e = u64map_get(&handles, handle);
+    if (e != NULL)
+        u64map_put(&exports, (uint64_t)(unsigned int)*(int *)shareable, e->mem);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle,
+                                               void *os_handle,
+                                               CUmemAllocationHandleType type)
+{
+    if (REAL(cuMemImportFromShareableHandle) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemImportFromShareableHandle)(handle, os_handle, type);
+    if (rc != CUDA_SUCCESS || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+        return rc;
+    lock_vmm();
+    struct memory *m =
+        u64map_get(&exports, (uint64_t)(unsigned int)(uintptr_t)os_handle);
+    if (m != NULL)
+        add_handle(*handle, m);
+    pthread_mutex_unlock(&lock);
+    return rc;
 }

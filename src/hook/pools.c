@@ -1,0 +1,591 @@
+/* Stream-ordered allocation and its pools. A pool holds what it reserved
+ * from the device, not only what is allocated from it: a freed allocation
+ * stays in the pool's cache (all of it with PyTorch's release threshold of
+ * UINT64_MAX) until a synchronization releases what exceeds the threshold,
+ * a trim, or the pool's destruction. So each pool this process uses has
+ * one charge, never below what it holds:
+ *
+ *  - before the driver is asked, an allocation charges what the pool's
+ *    cache does not cover: what the pool uses (CU_MEMPOOL_ATTR_USED_MEM_
+ *    CURRENT), plus the allocations in flight, plus this one rounded up to
+ *    the driver's 2 MiB granularity, less what is charged; so reserved
+ *    memory is charged before the driver can take it;
+ *  - after the driver answered, after a synchronization, a trim or a
+ *    destruction, the charge is set to what the driver says the pool
+ *    reserves (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT; at least what is
+ *    live): growth beyond the estimate (the driver reserves in chunks) is
+ *    charged, or, over the limit, the allocation is freed and refused;
+ *    what the driver released is uncharged (only while no allocation of
+ *    the pool is between its charge and its settle);
+ *  - a charge that would fail anywhere (a plain cuMemAlloc too) first
+ *    trims this process's pools on that device and tries once more.
+ *
+ * Allocations are charged to the pool's device (cuMemAllocAsync: the
+ * stream's device's current pool), whatever the current context, and from
+ * threads that have none. A pool whose reserved size cannot be read is
+ * charged what is live in it (one log line). Pools shared from another
+ * process (cuMemPoolImportFromShareableHandle) are the exporter's. */
+#include "hook/pools.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#include "atomic.h"
+#include "hook/account.h"
+#include "hook/charge.h"
+#include "hook/real.h"
+#include "log.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define MAX_POOLS 256
+#define GRANULARITY (2ull << 20) /* a pool reserves in chunks of at least this */
+
+struct pool {
+    CUmemoryPool handle; /* NULL: a free record */
+    int dev;             /* CUDA ordinal of its memory */
+    bool destroyed;      /* by cuMemPoolDestroy; kept while allocations live */
+    bool blind;          /* its reserved size cannot be read: live only */
+    int inflight;        /* allocations between their charge and settle */
+    uint64_t pending;    /* their bytes, rounded up to the granularity */
+    uint64_t charged;    /* bytes charged to the region for this pool */
+    uint64_t live;       /* bytes allocated from it and not freed, rounded */
+    uint64_t threshold;  /* its release threshold */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pool pools[MAX_POOLS];
+static int used_records; /* records in use; read without the lock as a hint */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* A fork child holds none of its parent's pool memory (nor its charges). */
+static void forget_in_child(void)
+{
+    pthread_mutex_init(&lock, NULL);
+    memset(pools, 0, sizeof pools);
+    used_records = 0;
+}
+
+static void init(void)
+{
+    pthread_atfork(NULL, NULL, forget_in_child);
+}
+
+static void lock_pools(void)
+{
+    pthread_once(&once, init);
+    pthread_mutex_lock(&lock);
+}
+
+static struct pool *find(CUmemoryPool handle)
+{
+    for (int i = 0; i < MAX_POOLS; i++)
+        if (pools[i].handle == handle && !pools[i].destroyed)
+            return &pools[i];
+    return NULL;
+}
+
+static struct pool *record(CUmemoryPool handle, int dev)
+{
+    struct pool *p = find(handle);
+    if (p != NULL || dev < 0)
+        return p;
+    for (int i = 0; i < MAX_POOLS; i++)
+        if (pools[i].handle == NULL) {
+            pools[i] = (struct pool){.handle = handle, .dev = dev};
+            cuuint64_t t = 0;
+            if (REAL(cuMemPoolGetAttribute) &&
+                REAL(cuMemPoolGetAttribute)(handle, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                                            &t) == CUDA_SUCCESS)
+                pools[i].threshold = t;
+            atomic_add(&used_records, 1, RELAXED); /* a hint for sync hooks */
+            return &pools[i];
+        }
+    static int warned;
+    if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */
+        log_warn("more than %d memory pools: the cache of the others is not "
+                 "counted", MAX_POOLS);
+    return NULL;
+}
+
+/* A destroyed pool whose allocations are all freed: its record is free. */
+static void recycle(struct pool *p)
+{
+    if (p->destroyed && p->live == 0 && p->inflight == 0 && p->charged == 0) {
+        memset(p, 0, sizeof *p);
+        atomic_sub(&used_records, 1, RELAXED); /* a hint */
+    }
+}
+
+static int pool_index(const struct pool *p)
+{
+    return (int)(p - pools);
+}
+
+static uint64_t rounded(uint64_t bytes)
+{
+    return (bytes + GRANULARITY - 1) / GRANULARITY * GRANULARITY;
+}
+
+/* One of p's sizes as the driver reports it. False (and p is blind from
+ * now on, counted by what is live in it) when it cannot. */
+static bool query(struct pool *p, CUmemPool_attribute attr, uint64_t *value)
+{
+    cuuint64_t v = 0;
+    if (p->destroyed || p->blind)
+        return false;
+    if (REAL(cuMemPoolGetAttribute) == NULL ||
+        REAL(cuMemPoolGetAttribute)(p->handle, attr, &v) != CUDA_SUCCESS) {
+        p->blind = true;
+        log_warn("a memory pool's sizes cannot be read: only what is "
+                 "allocated from it is counted");
+        return false;
+    }
+    *value = v;
+    return true;
+}
+
+/* Set p's charge to what it holds: what the driver says it reserves, else
+ * what is live in it. False: it grew past the limit (the growth is not
+ * charged). Caller holds the lock. */
+static bool settle(struct pool *p)
+{
+    uint64_t target = p->live, reserved;
+    if (query(p, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
+        target = reserved;
+    struct vgpu_region *r = account_region();
+    if (target > p->charged) {
+        if (!vgpu_region_try_charge(r, p->dev, target - p->charged, VGPU_CHARGE_DATA))
+            return false;
+        p->charged = target;
+    } else if (target < p->charged && p->inflight == 0) {
+        vgpu_region_uncharge(r, p->dev, p->charged - target, VGPU_CHARGE_DATA);
+        p->charged = target;
+    }
+    return true;
+}
+
+/* Charge what p's cache does not cover of bytes (caller holds the lock). */
+static bool reserve_locked(struct pool *p, uint64_t bytes)
+{
+    uint64_t used = p->live;
+    query(p, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used);
+    uint64_t want = used + p->pending + rounded(bytes);
+    uint64_t need = want > p->charged ? want - p->charged : 0;
+    if (need > 0 &&
+        !vgpu_region_try_charge(account_region(), p->dev, need, VGPU_CHARGE_DATA))
+        return false;
+    p->charged += need;
+    p->pending += rounded(bytes);
+    p->inflight++;
+    return true;
+}
+
+uint64_t pools_give_back(int dev)
+{
+    if (atomic_load_n(&used_records, RELAXED) == 0) /* a hint: no pool known */
+        return 0;
+    CUmemoryPool cached[MAX_POOLS];
+    int n = 0;
+    lock_pools();
+    for (int i = 0; i < MAX_POOLS; i++)
+        if (pools[i].handle && !pools[i].destroyed && pools[i].dev == dev &&
+            pools[i].charged > pools[i].live)
+            cached[n++] = pools[i].handle;
+    pthread_mutex_unlock(&lock);
+    if (n == 0 || REAL(cuMemPoolTrimTo) == NULL)
+        return 0;
+    for (int i = 0; i < n; i++)
+        REAL(cuMemPoolTrimTo)(cached[i], 0);
+    uint64_t before = 0, after = 0;
+    lock_pools();
+    for (int i = 0; i < n; i++) {
+        struct pool *p = find(cached[i]);
+        if (p == NULL)
+            continue;
+        before += p->charged;
+        settle(p);
+        after += p->charged;
+    }
+    pthread_mutex_unlock(&lock);
+    return before > after ? before - after : 0;
+}
+
+void pools_freed(const struct ledger_entry *e)
+{
+    lock_pools();
+    struct pool *p = &pools[e->pool - 1];
+    uint64_t bytes = rounded(e->bytes);
+    p->live -= bytes < p->live ? bytes : p->live;
+    /* A live pool keeps the bytes cached; a destroyed one or a blind one
+     * charges only what is live. */
+    if (p->destroyed || p->blind)
+        settle(p);
+    recycle(p);
+    pthread_mutex_unlock(&lock);
+}
+
+void pools_drop_device(int dev)
+{
+    lock_pools();
+    for (int i = 0; i < MAX_POOLS; i++) {
+        struct pool *p = &pools[i];
+        if (p->handle == NULL || p->dev != dev)
+            continue;
+        vgpu_region_uncharge(account_region(), dev, p->charged, VGPU_CHARGE_DATA);
+        p->charged = p->live = 0; /* in-flight ones keep their pending */
+        recycle(p);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- Which device ---- */
+
+static bool default_stream(CUstream s)
+{
+    return s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD;
+}
+
+/* The device a stream runs on; the default streams are the current
+ * context's. -1: unknown. */
+static int stream_device(CUstream s)
+{
+    CUdevice dev;
+    if (!default_stream(s) && REAL(cuStreamGetDevice) &&
+        REAL(cuStreamGetDevice)(s, &dev) == CUDA_SUCCESS)
+        return dev;
+    return account_current_device();
+}
+
+/* The device whose memory a pool holds, for a pool we did not see made:
+ * the device that always has access to it, its own. */
+static int pool_device(CUmemoryPool handle, CUstream s)
+{
+    int count = 0;
+    if (REAL(cuMemPoolGetAccess) && REAL(cuDeviceGetCount) &&
+        REAL(cuDeviceGetCount)(&count) == CUDA_SUCCESS)
+        for (int d = 0; d < count; d++) {
+            CUmemLocation loc = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = d};
+            CUmemAccess_flags flags;
+            if (REAL(cuMemPoolGetAccess)(&flags, handle, &loc) == CUDA_SUCCESS &&
+                flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
+                return d;
+        }
+    return stream_device(s);
+}
+
+static struct pool *known(CUmemoryPool handle, int dev)
+{
+    lock_pools();
+    struct pool *p = record(handle, dev);
+    pthread_mutex_unlock(&lock);
+    return p;
+}
+
+/* ---- Allocation ---- */
+
+typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
+typedef CUresult (*free_fn)(CUdeviceptr, CUstream);
+
+static bool reserve(struct pool *p, uint64_t bytes)
+{
+    lock_pools();
+    bool ok = reserve_locked(p, bytes);
+    int dev = p->dev;
+    pthread_mutex_unlock(&lock);
+    if (ok || pools_give_back(dev) == 0)
+        return ok;
+    lock_pools();
+    ok = reserve_locked(p, bytes);
+    pthread_mutex_unlock(&lock);
+    return ok;
+}
+
+/* After the driver answered: record, then settle the pool's charge; a pool
+ * that grew past the limit gives the allocation back. */
+static CUresult settle_alloc(struct pool *p, uint64_t bytes, CUresult rc,
+                             CUdeviceptr ptr, CUstream s, free_fn release)
+{
+    lock_pools();
+    CUmemoryPool handle = p->handle;
+    p->inflight--;
+    p->pending -= rounded(bytes);
+    if (rc == CUDA_SUCCESS) {
+        p->live += rounded(bytes);
+        ledger_put(SPACE_POINTER, ptr, (struct ledger_entry){
+            p->dev, VGPU_CHARGE_DATA, bytes, pool_index(p) + 1});
+    }
+    bool fits = settle(p);
+    pthread_mutex_unlock(&lock);
+    if (rc != CUDA_SUCCESS || fits)
+        return rc;
+    struct ledger_entry e;
+    if (ledger_take(SPACE_POINTER, ptr, &e) && release(ptr, s) == CUDA_SUCCESS)
+        pools_freed(&e);
+    if (REAL(cuMemPoolTrimTo))
+        REAL(cuMemPoolTrimTo)(handle, 0);
+    lock_pools();
+    settle(p);
+    pthread_mutex_unlock(&lock);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+static CUresult pool_alloc(CUdeviceptr *dptr, size_t bytes, CUmemoryPool handle,
+                           int dev, CUstream s, alloc_fn call, free_fn release)
+{
+    struct charge c;
+    struct pool *p = NULL;
+    if (!charge_nested() && dptr != NULL && bytes > 0 && handle != NULL)
+        p = known(handle, dev);
+    if (p == NULL) {
+        /* Not ours to count as a pool (nested, bad arguments, no device,
+         * too many pools): charged as a plain allocation. */
+        if (!charge_begin(&c, dev, bytes, VGPU_CHARGE_DATA))
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        CUresult rc = call(dptr, bytes, handle, s);
+        charge_end(&c, rc == CUDA_SUCCESS, SPACE_POINTER,
+                   rc == CUDA_SUCCESS ? *dptr : 0);
+        return rc;
+    }
+    if (!reserve(p, bytes))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    charge_begin(&c, -1, 0, VGPU_CHARGE_DATA); /* only enters the driver */
+    CUresult rc = call(dptr, bytes, handle, s);
+    charge_end(&c, false, SPACE_POINTER, 0);
+    return settle_alloc(p, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0, s, release);
+}
+
+/* The current pool of the stream's device (cuMemAllocAsync's). */
+static CUmemoryPool current_pool(int dev)
+{
+    CUmemoryPool pool = NULL;
+    if (dev < 0 || REAL(cuDeviceGetMemPool) == NULL ||
+        REAL(cuDeviceGetMemPool)(&pool, dev) != CUDA_SUCCESS)
+        return NULL;
+    return pool;
+}
+
+static CUresult real_async(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+{
+    (void)p;
+    return REAL(cuMemAllocAsync)(d, b, s);
+}
+
+static CUresult real_async_ptsz(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+{
+    (void)p;
+    return REAL(cuMemAllocAsync_ptsz)(d, b, s);
+}
+
+static CUresult real_from_pool(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+{
+    return REAL(cuMemAllocFromPoolAsync)(d, b, p, s);
+}
+
+static CUresult real_from_pool_ptsz(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+{
+    return REAL(cuMemAllocFromPoolAsync_ptsz)(d, b, p, s);
+}
+
+static CUresult real_free_async(CUdeviceptr p, CUstream s)
+{
+    return REAL(cuMemFreeAsync)(p, s);
+}
+
+static CUresult real_free_async_ptsz(CUdeviceptr p, CUstream s)
+{
+    return REAL(cuMemFreeAsync_ptsz)(p, s);
+}
+
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
+{
+    if (REAL(cuMemAllocAsync) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = charge_nested() ? -1 : stream_device(s);
+    return pool_alloc(dptr, bytes, current_pool(dev), dev, s, real_async,
+                      real_free_async);
+}
+
+EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
+{
+    if (REAL(cuMemAllocAsync_ptsz) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = charge_nested() ? -1 : stream_device(s);
+    return pool_alloc(dptr, bytes, current_pool(dev), dev, s, real_async_ptsz,
+                      real_free_async_ptsz);
+}
+
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
+                                        CUmemoryPool pool, CUstream s)
+{
+    if (REAL(cuMemAllocFromPoolAsync) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = charge_nested() || pool == NULL ? -1 : pool_device(pool, s);
+    return pool_alloc(dptr, bytes, pool, dev, s, real_from_pool, real_free_async);
+}
+
+EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
+                                             CUmemoryPool pool, CUstream s)
+{
+    if (REAL(cuMemAllocFromPoolAsync_ptsz) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = charge_nested() || pool == NULL ? -1 : pool_device(pool, s);
+    return pool_alloc(dptr, bytes, pool, dev, s, real_from_pool_ptsz,
+                      real_free_async_ptsz);
+}
+
+static CUresult free_async(uint64_t p, void *s)
+{
+    return REAL(cuMemFreeAsync)(p, s);
+}
+
+static CUresult free_async_ptsz(uint64_t p, void *s)
+{
+    return REAL(cuMemFreeAsync_ptsz)(p, s);
+}
+
+EXPORT CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream s)
+{
+    if (REAL(cuMemFreeAsync) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    return charge_free(SPACE_POINTER, ptr, free_async, s);
+}
+
+EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
+{
+    if (REAL(cuMemFreeAsync_ptsz) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    return charge_free(SPACE_POINTER, ptr, free_async_ptsz, s);
+}
+
+/* ---- Pools: made, found, tuned, trimmed, destroyed ---- */
+
+EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
+{
+    if (REAL(cuMemPoolCreate) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemPoolCreate)(pool, props);
+    /* Host and NUMA pools are not device memory: not counted. */
+    if (rc == CUDA_SUCCESS && props->location.type == CU_MEM_LOCATION_TYPE_DEVICE)
+        known(*pool, props->location.id);
+    return rc;
+}
+
+EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
+{
+    if (REAL(cuDeviceGetDefaultMemPool) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuDeviceGetDefaultMemPool)(pool, dev);
+    if (rc == CUDA_SUCCESS)
+        known(*pool, dev);
+    return rc;
+}
+
+EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
+{
+    if (REAL(cuMemPoolDestroy) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemPoolDestroy)(pool);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    lock_pools();
+    struct pool *p = find(pool);
+    if (p != NULL) {
+        p->destroyed = true; /* its cache went with it */
+        settle(p);
+        recycle(p);
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
+{
+    if (REAL(cuMemPoolTrimTo) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemPoolTrimTo)(pool, keep);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    lock_pools();
+    struct pool *p = find(pool);
+    if (p != NULL)
+        settle(p);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr,
+                                      void *value)
+{
+    if (REAL(cuMemPoolSetAttribute) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuMemPoolSetAttribute)(pool, attr, value);
+    if (rc != CUDA_SUCCESS || attr != CU_MEMPOOL_ATTR_RELEASE_THRESHOLD)
+        return rc;
+    lock_pools();
+    struct pool *p = find(pool);
+    if (p != NULL)
+        p->threshold = *(cuuint64_t *)value;
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+/* ---- Synchronizations: the driver releases what exceeds thresholds ---- */
+
+static void after_sync(CUresult rc)
+{
+    if (rc != CUDA_SUCCESS || atomic_load_n(&used_records, RELAXED) == 0) /* a hint */
+        return;
+    lock_pools();
+    for (int i = 0; i < MAX_POOLS; i++) {
+        struct pool *p = &pools[i];
+        if (p->handle && !p->destroyed && !p->blind && p->charged > p->live &&
+            p->charged > p->threshold)
+            settle(p);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+EXPORT CUresult cuStreamSynchronize(CUstream s)
+{
+    if (REAL(cuStreamSynchronize) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuStreamSynchronize)(s);
+    after_sync(rc);
+    return rc;
+}
+
+EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s)
+{
+    if (REAL(cuStreamSynchronize_ptsz) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuStreamSynchronize_ptsz)(s);
+    after_sync(rc);
+    return rc;
+}
+
+EXPORT CUresult cuCtxSynchronize(void)
+{
+    if (REAL(cuCtxSynchronize) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuCtxSynchronize)();
+    after_sync(rc);
+    return rc;
+}
+
+EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx)
+{
+    if (REAL(cuCtxSynchronize_v2) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuCtxSynchronize_v2)(ctx);
+    after_sync(rc);
+    return rc;
+}
+
+EXPORT CUresult cuEventSynchronize(CUevent event)
+{
+    if (REAL(cuEventSynchronize) == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult rc = REAL(cuEventSynchronize)(event);
+    after_sync(rc);
+    return rc;
+}
