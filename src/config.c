@@ -1,11 +1,14 @@
+/* Every variable in one table, read once (see vgpu/config.h for when), as
+ * mimalloc's options.c: the table says what exists, `parsed` holds what
+ * this process read. Parse problems are logged here, once; logging itself
+ * knows nothing of the configuration: its level is handed to it. */
 #include "vgpu/config.h"
 
 #include <errno.h>
-#include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomic.h"
 #include "log.h"
 
 const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
@@ -37,30 +40,135 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
     [VGPU_ENV_CONTEXT_BYTES] = {"VGPU_CONTEXT_BYTES", NULL, true,
         "device memory a context is assumed to take until one is measured "
         "through NVML, and where it cannot be (default 512m, e.g. 416m)"},
+    [VGPU_ENV_VISIBLE_DEVICES] = {"CUDA_VISIBLE_DEVICES", NULL, true,
+        "the devices CUDA numbers (set by the container runtime); read to "
+        "match NVML's devices to CUDA's"},
 };
+
+/* What this process read. Written by read_all() (under `once`, or by a
+ * reload with no other thread about), read-only afterwards. */
+static struct parsed {
+    char *value[VGPU_ENV_COUNT];              /* copies; NULL: unset */
+    char *device_value[VGPU_MAX_DEVICES];     /* CUDA_DEVICE_MEMORY_LIMIT_<i> */
+    bool invalid[VGPU_ENV_COUNT];
+    bool device_invalid[VGPU_MAX_DEVICES];
+    uint64_t limits[VGPU_MAX_DEVICES];
+    int log_level;
+} parsed;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static const char *const size_example = "(e.g. 4g, 4096m)";
+
+/* The one place that reads the environment. A copy, or NULL if unset or
+ * empty. */
+static char *read_var(const char *name)
+{
+    const char *text = getenv(name);
+    return text && text[0] ? strdup(text) : NULL;
+}
+
+static void read_log_level(void)
+{
+    free(parsed.value[VGPU_ENV_LOG_LEVEL]);
+    char *text = parsed.value[VGPU_ENV_LOG_LEVEL] =
+        read_var(vgpu_env_vars[VGPU_ENV_LOG_LEVEL].name);
+    parsed.log_level = VGPU_LOG_INFO;
+    parsed.invalid[VGPU_ENV_LOG_LEVEL] = false;
+    if (text != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long level = strtol(text, &end, 10);
+        if (end != text && *end == '\0' && errno == 0 && level >= 0 && level <= 100)
+            parsed.log_level = (int)level;
+        else
+            parsed.invalid[VGPU_ENV_LOG_LEVEL] = true;
+    }
+    vgpu_log_set_level(parsed.log_level);
+    if (parsed.invalid[VGPU_ENV_LOG_LEVEL])
+        log_warn("LIBCUDA_LOG_LEVEL=\"%.32s\" is not a level (0-3); using 2",
+                 text);
+}
+
+/* Logging must obey LIBCUDA_LOG_LEVEL from the first line. */
+__attribute__((constructor)) static void read_log_level_at_load(void)
+{
+    read_log_level();
+}
+
+/* A limit's text -> bytes, or fallback with one line if it does not parse. */
+static uint64_t limit_of(const char *name, const char *text, uint64_t fallback,
+                         bool *invalid)
+{
+    uint64_t bytes;
+    *invalid = false;
+    if (text == NULL)
+        return fallback;
+    if (vgpu_parse_size(text, &bytes))
+        return bytes;
+    *invalid = true;
+    log_warn("%s=\"%.64s\" is not a size %s; that limit is ignored", name,
+             text, size_example);
+    return fallback;
+}
+
+static void read_limits(void)
+{
+    const char *base = vgpu_env_vars[VGPU_ENV_MEMORY_LIMIT].name;
+    uint64_t all = limit_of(base, parsed.value[VGPU_ENV_MEMORY_LIMIT], 0,
+                            &parsed.invalid[VGPU_ENV_MEMORY_LIMIT]);
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s_%d", base, i);
+        free(parsed.device_value[i]);
+        parsed.device_value[i] = read_var(name);
+        parsed.limits[i] = limit_of(name, parsed.device_value[i], all,
+                                    &parsed.device_invalid[i]);
+    }
+}
+
+static void read_all(void)
+{
+    for (int id = 0; id < VGPU_ENV_COUNT; id++) {
+        if (id == VGPU_ENV_LOG_LEVEL) /* read at load */
+            continue;
+        free(parsed.value[id]);
+        parsed.value[id] = read_var(vgpu_env_vars[id].name);
+    }
+    read_limits();
+}
+
+static const struct parsed *table(void)
+{
+    pthread_once(&once, read_all);
+    return &parsed;
+}
 
 const char *vgpu_env(enum vgpu_env_id id)
 {
-    const char *value = getenv(vgpu_env_vars[id].name);
-    if (value == NULL || value[0] == '\0')
-        return vgpu_env_vars[id].default_value;
-    return value;
+    const char *value = table()->value[id];
+    return value ? value : vgpu_env_vars[id].default_value;
+}
+
+bool vgpu_env_is_set(enum vgpu_env_id id)
+{
+    return table()->value[id] != NULL;
 }
 
 int vgpu_config_log_level(void)
 {
-    /* Cached: logging must stay cheap. Relaxed: a racing first read only
-     * parses the same variable twice. */
-    static int cached = -1;
-    int level = atomic_load_n(&cached, RELAXED);
-    if (level >= 0)
-        return level;
-    const char *text = vgpu_env(VGPU_ENV_LOG_LEVEL);
-    char *end = NULL;
-    long parsed = strtol(text, &end, 10);
-    level = (end != text && *end == '\0' && parsed >= 0) ? (int)parsed : 2;
-    atomic_store_n(&cached, level, RELAXED);
-    return level;
+    return parsed.log_level; /* set at load, before any thread */
+}
+
+void vgpu_config_limits(uint64_t limits[VGPU_MAX_DEVICES])
+{
+    memcpy(limits, table()->limits, sizeof parsed.limits);
+}
+
+void vgpu_config_reload(void)
+{
+    table(); /* so that `once` never runs read_all after us */
+    read_log_level();
+    read_all();
 }
 
 static uint64_t suffix_multiplier(char c)
@@ -95,27 +203,39 @@ bool vgpu_parse_size(const char *text, uint64_t *bytes)
     return true;
 }
 
-static uint64_t limit_from(const char *name, uint64_t fallback)
+static void print_row(FILE *out, const char *name, const char *value,
+                      const char *def, bool invalid, const char *note,
+                      const char *meaning)
 {
-    const char *text = getenv(name);
-    if (text == NULL || text[0] == '\0')
-        return fallback;
-    uint64_t bytes;
-    if (!vgpu_parse_size(text, &bytes)) {
-        log_warn("%s=\"%.64s\" is not a size (e.g. 4g, 4096m); "
-                 "that limit is ignored", name, text);
-        return fallback;
-    }
-    return bytes;
+    char shown[96];
+    if (value)
+        snprintf(shown, sizeof shown, "%.60s%s", value,
+                 invalid ? " (invalid: ignored)" : "");
+    else if (def)
+        snprintf(shown, sizeof shown, "%.60s (default)", def);
+    else
+        snprintf(shown, sizeof shown, "(unset)");
+    fprintf(out, "%-32s %-28s %s%s\n", name, shown, note, meaning);
 }
 
-void vgpu_config_limits(uint64_t limits[VGPU_MAX_DEVICES])
+void vgpu_config_print(FILE *out)
 {
-    const char *base = vgpu_env_vars[VGPU_ENV_MEMORY_LIMIT].name;
-    uint64_t all = limit_from(base, 0);
-    for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "%s_%d", base, i);
-        limits[i] = limit_from(name, all);
+    const struct parsed *p = table();
+    fprintf(out, "%-32s %-28s %s\n", "variable", "value", "meaning");
+    for (int id = 0; id < VGPU_ENV_COUNT; id++) {
+        const struct vgpu_env_var *v = &vgpu_env_vars[id];
+        print_row(out, v->name, p->value[id], v->default_value, p->invalid[id],
+                  v->implemented ? "" : "[not yet] ", v->meaning);
+        if (id != VGPU_ENV_MEMORY_LIMIT)
+            continue;
+        for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+            if (p->device_value[d] == NULL)
+                continue;
+            char name[64], meaning[32];
+            snprintf(name, sizeof name, "%s_%d", v->name, d);
+            snprintf(meaning, sizeof meaning, "limit of device %d", d);
+            print_row(out, name, p->device_value[d], NULL,
+                      p->device_invalid[d], "", meaning);
+        }
     }
 }

@@ -5,13 +5,23 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vgpu/config.h"
+#include "atomic.h"
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
+/* Handed over by the configuration (LIBCUDA_LOG_LEVEL) when the library
+ * loads; info until then. Relaxed: a line filtered by a stale level is the
+ * only effect of a race. */
+static int threshold = VGPU_LOG_INFO;
+
+void vgpu_log_set_level(int level)
+{
+    atomic_store_n(&threshold, level, RELAXED);
+}
+
 void vgpu_log(enum vgpu_log_level level, const char *fmt, ...)
 {
-    if ((int)level > vgpu_config_log_level())
+    if ((int)level > atomic_load_n(&threshold, RELAXED))
         return;
     /* Format into one buffer and write it with one call, so that lines from
      * concurrent processes and threads never interleave. */

@@ -10,6 +10,10 @@ enum vgpu_log_level {
     VGPU_LOG_DEBUG = 3,
 };
 
+/* Lines above this level are dropped (default info). The configuration
+ * sets it from LIBCUDA_LOG_LEVEL; logging itself reads no variable. */
+void vgpu_log_set_level(int level);
+
 void vgpu_log(enum vgpu_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -184,6 +184,7 @@ static void test_bad_environment(void)
     setenv("CUDA_DEVICE_MEMORY_LIMIT", "four gigs", 1);
     setenv("VGPU_REGION_MODE", "no-such-mode", 1);
     setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", path, 1);
+    vgpu_config_reload(); /* the table is read once per process */
     struct vgpu_attach_options o;
     vgpu_attach_options_from_env(&o);
     o.mode = NULL;

@@ -29,6 +29,7 @@ static void test_env_limits(void)
     setenv("CUDA_DEVICE_MEMORY_LIMIT", "2g", 1);
     setenv("CUDA_DEVICE_MEMORY_LIMIT_3", "512m", 1);
     setenv("CUDA_DEVICE_MEMORY_LIMIT_5", "lots", 1);
+    vgpu_config_reload(); /* the table is read once per process */
     uint64_t limits[VGPU_MAX_DEVICES];
     vgpu_config_limits(limits);
     CHECK(limits[0] == 2ull << 30, "device 0 gets the global limit");

@@ -48,5 +48,11 @@ for bad in "" bogus "status --bogus" "--bogus status" "reset --json" \
     [ $rc -eq 2 ] && [ "$(wc -l <"$dir/err")" -eq 1 ] && [ ! -s "$dir/out" ] ||
         fail "vgpuctl $bad: one line on stderr, exit 2 (rc $rc: $(cat "$dir/err"))"
 done
-"$ctl" env | grep -q "CUDA_DEVICE_MEMORY_LIMIT" || fail "env table"
+env=$(CUDA_VISIBLE_DEVICES=1,0 CUDA_DEVICE_MEMORY_LIMIT=lots CUDA_DEVICE_MEMORY_LIMIT_2=2g "$ctl" env 2>/dev/null) ||
+    fail "vgpuctl env"
+echo "$env"
+echo "$env" | grep -Eq "^CUDA_VISIBLE_DEVICES +1,0 " || fail "env: CUDA_VISIBLE_DEVICES as read"
+echo "$env" | grep -Eq "^CUDA_DEVICE_MEMORY_LIMIT +lots \(invalid: ignored\)" || fail "env: invalid value marked"
+echo "$env" | grep -Eq "^CUDA_DEVICE_MEMORY_LIMIT_2 +2g " || fail "env: per-device limit"
+echo "$env" | grep -Eq "^VGPU_REGION_MODE +default \(default\)" || fail "env: default shown"
 echo "vgpuctl_cli: ok"

@@ -129,12 +129,7 @@ static _Noreturn void cmd_watch(struct vgpu_region *r, double interval)
 
 static int cmd_env(void)
 {
-    for (int i = 0; i < VGPU_ENV_COUNT; i++) {
-        const struct vgpu_env_var *v = &vgpu_env_vars[i];
-        const char *value = getenv(v->name);
-        printf("%-32s %-16s %s%s\n", v->name, value ? value : "(unset)",
-               v->implemented ? "" : "[not yet] ", v->meaning);
-    }
+    vgpu_config_print(stdout);
     return 0;
 }
 

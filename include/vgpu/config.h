@@ -1,10 +1,22 @@
 /* vgpu configuration: every environment variable vgpu reads, in one table
- * (src/config.c), and the parsers for their values. */
+ * (src/config.c), read and parsed once.
+ *
+ * When: LIBCUDA_LOG_LEVEL when the library loads (logging needs it before
+ * anything else); every other variable at the first use of any of them,
+ * which in libvgpu is the process's first CUDA or NVML call, as the driver
+ * reads its own (a program may set CUDA_VISIBLE_DEVICES or a limit before
+ * it starts CUDA). After that the environment is never read again: later
+ * setenv calls are not seen, and no allocation path calls getenv. Values
+ * are copied, so a program that changes its environment cannot change them
+ * under vgpu. A value that does not parse is reported in one line, once,
+ * and its default is used.
+ */
 #ifndef VGPU_CONFIG_H
 #define VGPU_CONFIG_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define VGPU_MAX_DEVICES 16
 
@@ -21,9 +33,12 @@ enum vgpu_env_id {
     VGPU_ENV_ACTIVE_OOM_KILLER,/* ACTIVE_OOM_KILLER */
     VGPU_ENV_LEGACY_WORK,      /* VGPU_LEGACY_STARTUP_WORK_MS */
     VGPU_ENV_CONTEXT_BYTES,    /* VGPU_CONTEXT_BYTES */
+    VGPU_ENV_VISIBLE_DEVICES,  /* CUDA_VISIBLE_DEVICES */
     VGPU_ENV_COUNT
 };
 
+/* One line of the table (src/config.c): a new variable is one enum entry
+ * above and one line there. */
 struct vgpu_env_var {
     const char *name;
     const char *default_value; /* NULL: unset means "not configured" */
@@ -34,8 +49,12 @@ struct vgpu_env_var {
 /* The table itself, VGPU_ENV_COUNT entries, for tools and documentation. */
 extern const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT];
 
-/* The variable's value, or its default when unset or empty. */
+/* The variable's value (a copy taken at the first read), or its default
+ * when unset or empty. */
 const char *vgpu_env(enum vgpu_env_id id);
+
+/* True if the variable was set (non-empty) when the table was read. */
+bool vgpu_env_is_set(enum vgpu_env_id id);
 
 /* LIBCUDA_LOG_LEVEL as a number (default 2, info). */
 int vgpu_config_log_level(void);
@@ -47,8 +66,16 @@ bool vgpu_parse_size(const char *text, uint64_t *bytes);
 
 /* Per-device limits from CUDA_DEVICE_MEMORY_LIMIT (all devices) and
  * CUDA_DEVICE_MEMORY_LIMIT_<i> (device i, overrides). 0 means unlimited.
- * A value that does not parse is reported once and leaves that device
- * unlimited. */
+ * A value that does not parse was reported once and leaves that device
+ * unlimited (or at the global limit, for a bad override). */
 void vgpu_config_limits(uint64_t limits[VGPU_MAX_DEVICES]);
+
+/* Print the table as this process read it: name, value, where it came
+ * from, meaning (vgpuctl env). */
+void vgpu_config_print(FILE *out);
+
+/* Read the environment again, as at start-up. For tests and tools that
+ * change their own environment, with no other thread using vgpu. */
+void vgpu_config_reload(void);
 
 #endif

@@ -84,8 +84,7 @@ EXPORT CUresult cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
 
 static bool visible_devices_unset(void)
 {
-    const char *v = getenv("CUDA_VISIBLE_DEVICES");
-    return v == NULL || *v == '\0';
+    return !vgpu_env_is_set(VGPU_ENV_VISIBLE_DEVICES);
 }
 
 /* The CUDA ordinal of an NVML device: by UUID, from the UUIDs the CUDA
