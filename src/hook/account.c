@@ -59,8 +59,7 @@ static void record_devices(struct vgpu_region *r)
     int count = 0;
     if (REAL(cuDeviceGetCount) == NULL || REAL(cuDeviceGetCount)(&count) != CUDA_SUCCESS)
         return;
-    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-    bool renumbered = visible != NULL && *visible != '\0';
+    bool renumbered = vgpu_env_is_set(VGPU_ENV_VISIBLE_DEVICES);
     char text[48];
     for (int d = 0; d < count && d < VGPU_MAX_DEVICES; d++) {
         if (!account_uuid_text(d, text))
