@@ -1,7 +1,7 @@
 # Thin front door over CMake. `make demo` runs the main job, `make check`
 # runs every test (ASan/UBSan, TSan, hardened and plain builds); both install
 # what is missing first (Debian packages, as root).
-.PHONY: all deps configure build quiet-build check demo bench soak install package clean
+.PHONY: all deps configure build quiet-build check check-aarch64 demo bench soak install package clean
 
 # cmake --build runs make again: without this, every level of it prints
 # "Entering directory" lines.
@@ -28,6 +28,11 @@ quiet-build: configure
 check: deps
 	@scripts/check.sh
 
+# The suite cross-built for aarch64 and run under qemu-user (CI runs it
+# after make check).
+check-aarch64: deps
+	@scripts/check-aarch64.sh
+
 demo: quiet-build
 	@scripts/demo.sh
 
@@ -49,4 +54,4 @@ package: build
 	@cd build && cpack -G DEB
 
 clean:
-	rm -rf build build-asan build-tsan build-hardened
+	rm -rf build build-asan build-tsan build-hardened build-aarch64

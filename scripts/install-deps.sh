@@ -7,10 +7,11 @@ command -v gcc >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"
 command -v clang >/dev/null 2>&1 || need="$need clang"
 # libFuzzer and the sanitizer runtimes for clang
-ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-"$(uname -m)".a >/dev/null 2>&1 ||
     need="$need libclang-rt-dev"
 command -v mpirun >/dev/null 2>&1 || need="$need openmpi-bin"
-[ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
+multiarch=$(gcc -print-multiarch 2>/dev/null || echo "$(uname -m)-linux-gnu")
+[ -e /usr/include/$multiarch/openmpi/mpi.h ] || [ -e /usr/lib/$multiarch/openmpi/include/mpi.h ] ||
     need="$need libopenmpi-dev"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v curl >/dev/null 2>&1 || need="$need curl"   # the metrics test scrapes with it

@@ -20,6 +20,9 @@ echo "$out" | sed -n '/^== with vgpu/,$p' |
     fail "refused with vgpu, 4096 MiB seen"
 echo "$out" | grep -q "^   mode default, 8 process(es)$" || fail "the region's table"
 [ "$(echo "$out" | grep -c '^start-up: p50')" = 2 ] || fail "start-up lines"
+# The simulated GPU reports per-process usage as NVML does: contexts are
+# measured as on a real GPU, and nothing is expected on stderr.
+echo "$out" | grep -q "messages (stderr)" && fail "a message on the first screen"
 "$src/scripts/demo.sh" --help | grep -q "^usage:" || fail "demo --help"
 "$src/scripts/demo.sh" --bogus 2>/dev/null; [ $? = 2 ] || fail "demo --bogus: exit 2"
 echo "demo_first_screen: ok"

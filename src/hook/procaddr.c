@@ -48,9 +48,11 @@ EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int version,
  * object that called it, found from the return address: a plain wrapper
  * would make every RTLD_NEXT lookup relative to libvgpu (and sanitizer
  * runtimes, which resolve their interceptors so, would then find
- * themselves). On x86-64, dlsym_x86_64.S answers hooked names through
- * vgpu_dlsym_hook and otherwise jumps to glibc's dlsym with the caller's
- * return address intact; elsewhere this C version stands in. */
+ * themselves). On x86-64 and aarch64, arch/<cpu>/dlsym.S answers hooked
+ * names through vgpu_dlsym_hook and otherwise branches to glibc's dlsym
+ * with the caller's return address intact; on other CPUs this C version
+ * stands in, and RTLD_NEXT lookups are then relative to libvgpu (CMake
+ * warns). */
 void *vgpu_dlsym_hook(const char *name)
 {
     void *hook = hook_for_symbol(name);
@@ -66,7 +68,7 @@ void *vgpu_dlsym_next(void)
     return real_dlsym_fn();
 }
 
-#if !defined(__x86_64__)
+#ifndef VGPU_HAVE_DLSYM_TRAMPOLINE
 EXPORT void *dlsym(void *handle, const char *name)
 {
     void *hook = vgpu_dlsym_hook(name);

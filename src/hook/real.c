@@ -33,6 +33,13 @@ static __thread int resolving;
 
 typedef void *(*dlsym_fn)(void *, const char *);
 
+/* The version of glibc's first symbols on this CPU, dlsym's before 2.34. */
+#if defined(__aarch64__)
+#define GLIBC_FIRST_VERSION "GLIBC_2.17"
+#else
+#define GLIBC_FIRST_VERSION "GLIBC_2.2.5"
+#endif
+
 /* Not instrumented: reached from dlsym while a sanitizer runtime is still
  * initializing (its shadow memory not yet mapped). */
 __attribute__((no_sanitize_address, no_sanitize_thread,
@@ -45,7 +52,7 @@ void *real_dlsym_fn(void)
         /* glibc 2.34 moved dlsym into libc under a new version. */
         fn = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
         if (fn == NULL)
-            fn = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+            fn = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", GLIBC_FIRST_VERSION);
         /* Release: a racing thread that sees it may call it. */
         __atomic_store_n(&next, fn, __ATOMIC_RELEASE);
     }

@@ -3,12 +3,20 @@
  * hook, goes to glibc's dlsym by a jump, so that glibc still sees our
  * caller's return address (RTLD_NEXT stays relative to the caller).
  * The name test is done here, touching no instrumented code: sanitizer
- * runtimes call dlsym while they initialize. */
+ * runtimes call dlsym while they initialize.
+ *
+ * CET: dlsym is reached through the PLT (an indirect jump), so it starts
+ * with endbr64 (a no-op on CPUs without IBT); its calls and returns pair
+ * up and the tail jump is a jump, as the shadow stack wants. The linker
+ * keeps IBT/SHSTK for libvgpu.so only if every object says it supports
+ * them, so this one says so (note below) when the build asks for CET. */
         .text
         .globl  dlsym
         .type   dlsym, @function
+        .p2align 4
 dlsym:
         .cfi_startproc
+        endbr64
         testq   %rsi, %rsi
         jz      .Lnext
         movzbl  (%rsi), %eax
@@ -61,4 +69,20 @@ dlsym:
         jmp     *%rax
         .cfi_endproc
         .size   dlsym, .-dlsym
-        .section .note.GNU-stack,"",@progbits
+
+#if defined(__CET__) && (__CET__ & 3) != 0
+/* GNU property note: GNU_PROPERTY_X86_FEATURE_1_AND with the features the
+ * build asks for (__CET__: 1 IBT, 2 SHSTK), as the compiler writes it for
+ * C objects. */
+        .section .note.gnu.property, "a"
+        .p2align 3
+        .long   4                       /* name size ("GNU\0") */
+        .long   16                      /* descriptor size */
+        .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
+        .asciz  "GNU"
+        .long   0xc0000002              /* GNU_PROPERTY_X86_FEATURE_1_AND */
+        .long   4                       /* its data size */
+        .long   (__CET__ & 3)
+        .p2align 3
+#endif
+        .section .note.GNU-stack, "", @progbits
