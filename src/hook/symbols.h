@@ -57,7 +57,15 @@
     X(cuCtxDestroy)                                                            \
     X(cuCtxDestroy_v2)                                                         \
     X(cuGreenCtxCreate)                                                        \
-    X(cuGreenCtxDestroy)
+    X(cuGreenCtxDestroy)                                                       \
+    X(cuModuleLoad)                                                            \
+    X(cuModuleLoadData)                                                        \
+    X(cuModuleLoadDataEx)                                                      \
+    X(cuModuleLoadFatBinary)                                                   \
+    X(cuModuleUnload)                                                          \
+    X(cuLibraryLoadData)                                                       \
+    X(cuLibraryLoadFromFile)                                                   \
+    X(cuLibraryUnload)
 
 /* Driver functions vgpu calls but does not intercept. */
 #define VGPU_CUDA_USED(X)                                                      \

@@ -265,6 +265,7 @@ EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
     if (bytes)
         fg_release(c->physical, bytes);
     fg_pools_reset(c->physical);
+    modules_drop_device(c->physical);
     return CUDA_SUCCESS;
 }
 

@@ -61,6 +61,9 @@ int fg_reap(void);
 int fg_visible_count(void);
 int fg_physical(int ordinal); /* -1 if out of range */
 
+/* modules.c: a primary context's reset unloads the modules loaded on dev. */
+void modules_drop_device(int physical);
+
 /* Fault injection (FAKEGPU_FAIL=name[:after]): true if this call must fail. */
 bool fg_should_fail(const char *name);
 
