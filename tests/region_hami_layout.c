@@ -18,12 +18,15 @@
 #define OFF_PROCS 1856
 #define SLOT_SIZE 1960
 #define SLOT_USED 8          /* used[16] of 64 bytes each */
+#define SLOT_STATUS 1928
 #define USED_CONTEXT 0
+#define USED_MODULE 8
 #define USED_DATA 16
 #define USED_TOTAL 32
 #define OFF_PROCNUM 2008896
 #define OFF_UTIL_SWITCH 2008900
 #define OFF_RECENT_KERNEL 2008904
+#define OFF_PRIORITY 2008908
 #define HAMI_V1_SIZE 2008952
 
 static int fd;
@@ -51,11 +54,13 @@ int main(void)
     o.path = path;
     o.limits[2] = 3ull << 30;
     o.device_count = 4;
+    setenv("CUDA_TASK_PRIORITY", "0", 1); /* HAMi's webhook: high priority */
     struct vgpu_region *r = vgpu_region_attach(&o);
     CHECK(r != NULL, "attach");
     vgpu_region_set_device(r, 2, "GPU-12345678-abcd-ef01-2345-6789abcdef01");
     CHECK(vgpu_region_try_charge(r, 2, 1000, VGPU_CHARGE_DATA), "data");
     CHECK(vgpu_region_try_charge(r, 2, 24, VGPU_CHARGE_CONTEXT), "context");
+    CHECK(vgpu_region_try_charge(r, 2, 8, VGPU_CHARGE_MODULE), "module");
     int slot = vgpu_region_slot(r);
     off_t used2 = OFF_PROCS + (off_t)slot * SLOT_SIZE + SLOT_USED + 2 * 64;
 
@@ -76,7 +81,11 @@ int main(void)
     CHECK(strcmp(uuid, "GPU-12345678-abcd-ef01-2345-6789abcdef01") == 0, "uuid[2]");
     CHECK(i32_at(OFF_PROCNUM) > slot, "procnum covers the slot");
     CHECK(i32_at(OFF_PROCS + (off_t)slot * SLOT_SIZE) == getpid(), "slot pid");
-    CHECK(u64_at(used2 + USED_TOTAL) == 1024, "used[2].total");
+    off_t status = OFF_PROCS + (off_t)slot * SLOT_SIZE + SLOT_STATUS;
+    CHECK(i32_at(status) == 1, "a live slot has status 1 (the monitor skips 0)");
+    CHECK(i32_at(OFF_PRIORITY) == 0, "priority from CUDA_TASK_PRIORITY");
+    CHECK(u64_at(used2 + USED_TOTAL) == 1032, "used[2].total");
+    CHECK(u64_at(used2 + USED_MODULE) == 8, "used[2].module_size");
     CHECK(u64_at(used2 + USED_DATA) == 1000, "used[2].data_size");
     CHECK(u64_at(used2 + USED_CONTEXT) == 24, "used[2].context_size");
 
@@ -84,18 +93,20 @@ int main(void)
      * utilization_switch, recent_kernel (stored, untouched by vgpu). */
     uint64_t new_limit = 2048;
     CHECK(pwrite(fd, &new_limit, 8, OFF_LIMIT + 2 * 8) == 8, "write limit");
-    CHECK(!vgpu_region_try_charge(r, 2, 1025, VGPU_CHARGE_DATA),
+    CHECK(!vgpu_region_try_charge(r, 2, 1017, VGPU_CHARGE_DATA),
           "monitor's new limit applies");
-    CHECK(vgpu_region_try_charge(r, 2, 1024, VGPU_CHARGE_DATA), "up to it");
+    CHECK(vgpu_region_try_charge(r, 2, 1016, VGPU_CHARGE_DATA), "up to it");
     uint64_t sm = 50;
     int32_t one = 1;
     CHECK(pwrite(fd, &sm, 8, OFF_SM_LIMIT) == 8, "sm_limit");
     CHECK(pwrite(fd, &one, 4, OFF_UTIL_SWITCH) == 4, "switch");
     CHECK(pwrite(fd, &one, 4, OFF_RECENT_KERNEL) == 4, "recent");
-    vgpu_region_uncharge(r, 2, 1024, VGPU_CHARGE_DATA);
+    vgpu_region_uncharge(r, 2, 1016, VGPU_CHARGE_DATA);
     vgpu_region_uncharge(r, 2, 1000, VGPU_CHARGE_DATA);
     vgpu_region_uncharge(r, 2, 24, VGPU_CHARGE_CONTEXT);
+    vgpu_region_uncharge(r, 2, 8, VGPU_CHARGE_MODULE);
     vgpu_region_detach(r);
+    CHECK(i32_at(status) == 0, "a released slot has status 0");
     CHECK(u64_at(used2 + USED_TOTAL) == 0, "slot zeroed after detach");
     CHECK(i32_at(OFF_PROCS + (off_t)slot * SLOT_SIZE) == 0, "slot pid cleared");
     CHECK(u64_at(OFF_SM_LIMIT) == 50 && i32_at(OFF_UTIL_SWITCH) == 1,

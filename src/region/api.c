@@ -101,7 +101,11 @@ void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t byte
 
 int32_t vgpu_host_pid(void)
 {
-    return proc_host_pid();
+    /* Found now, off the attach path: the slots this process holds get it
+     * too (HAMi-core's hostpid field). */
+    int32_t host = proc_host_pid();
+    region_publish_host_pid(host);
+    return host;
 }
 
 uint64_t vgpu_region_limit(const struct vgpu_region *r, int dev)

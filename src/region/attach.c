@@ -68,6 +68,22 @@ static void remember(struct vgpu_region *r, bool keep)
     pthread_mutex_unlock(&handles_lock);
 }
 
+void region_publish_host_pid(int32_t hostpid)
+{
+    pthread_mutex_lock(&handles_lock);
+    for (int i = 0; i < MAX_HANDLES; i++) {
+        struct vgpu_region *r = handles[i];
+        /* Under handles_lock no slot is released meanwhile. Acquire: pairs
+         * with the release in region_rejoin_after_fork, so a rejoined
+         * handle's slot is read whole; a fork child's copy is skipped. The
+         * store is relaxed: a number for the monitor. */
+        if (r != NULL && !atomic_load_n(&r->forked, ACQUIRE) && r->slot >= 0 &&
+            r->pid == getpid())
+            atomic_store_n(&r->hami->procs[r->slot].hostpid, hostpid, RELAXED);
+    }
+    pthread_mutex_unlock(&handles_lock);
+}
+
 /* ---- Options ---- */
 
 void vgpu_attach_options_from_env(struct vgpu_attach_options *opts)
@@ -313,7 +329,9 @@ void vgpu_region_release_slot(struct vgpu_region *r)
         return;
     if (r->ops->slots_enter)
         r->ops->slots_enter(r);
+    pthread_mutex_lock(&handles_lock); /* against region_publish_host_pid */
     slot_release(r);
+    pthread_mutex_unlock(&handles_lock);
     if (r->ops->slots_exit)
         r->ops->slots_exit(r);
 }

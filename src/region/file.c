@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -78,6 +79,24 @@ void *region_map(int fd)
     return base;
 }
 
+/* CUDA_TASK_PRIORITY as HAMi's webhook sets it (0 high, 1 low; HAMi-core
+ * writes 1 when it is unset). Its monitor holds a container's launches
+ * while one of a lower number runs on the same GPU. */
+static int32_t task_priority(void)
+{
+    const char *text = vgpu_env(VGPU_ENV_TASK_PRIORITY);
+    char *end = NULL;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || value < INT32_MIN ||
+        value > INT32_MAX) {
+        log_warn("CUDA_TASK_PRIORITY=\"%.32s\" is not a number; the region "
+                 "gets priority 1", text);
+        return 1;
+    }
+    return (int32_t)value;
+}
+
 static void write_fresh_region(void *base, const struct vgpu_attach_options *o,
                                uint32_t mode, bool was_empty)
 {
@@ -92,6 +111,7 @@ static void write_fresh_region(void *base, const struct vgpu_attach_options *o,
                       ? o->device_count : VGPU_MAX_DEVICES;
     h->device_num = (uint64_t)devices;
     memcpy(h->limit, o->limits, sizeof h->limit);
+    h->priority = task_priority();
     memcpy(e->magic, VGPU_EXT_MAGIC, sizeof e->magic);
     e->layout_version = VGPU_LAYOUT_VERSION;
     e->mode = mode;

@@ -43,13 +43,18 @@ struct hami_device_util {
     uint64_t unused[3];
 };
 
+/* A slot's status, as HAMi-core and the monitor read it (HAMi-core also
+ * has 2, swapped out, which vgpu never writes). */
+#define HAMI_SLOT_FREE 0
+#define HAMI_SLOT_LIVE 1
+
 struct hami_slot {
     int32_t pid;
     int32_t hostpid;
     struct hami_device_memory used[VGPU_MAX_DEVICES];
     uint64_t monitorused[VGPU_MAX_DEVICES];
     struct hami_device_util device_util[VGPU_MAX_DEVICES];
-    int32_t status;
+    int32_t status;       /* HAMI_SLOT_*: the monitor sums live slots only */
     uint64_t unused[3];
 };
 

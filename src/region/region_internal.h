@@ -121,7 +121,13 @@ bool region_rejoin_after_fork(struct vgpu_region *r);
  * for writing). */
 void region_heal(struct vgpu_region *r);
 
-/* The host's pid of this process, 0 if not visible (proc.c). */
+/* The host's pid of this process, 0 if not visible (proc.c): found once
+ * per process, on first use; proc_host_pid_known() never reads /proc and
+ * says 0 until it has been found. */
 int32_t proc_host_pid(void);
+int32_t proc_host_pid_known(void);
+
+/* Write this process's host pid into the slots it holds (attach.c). */
+void region_publish_host_pid(int32_t hostpid);
 
 #endif

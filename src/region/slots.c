@@ -5,6 +5,17 @@
  * Invariant: a slot's state word changes only while its byte lock is held
  * (claim, release, reclaim), so holding the lock makes the holder the only
  * writer of that slot's ownership.
+ *
+ * HAMi's node monitor sums the slots of procs[0, procnum) whose `status` is
+ * not 0 (HAMi-core: 1 live, 0 free). A claim sets status 1 last, once pid
+ * and the counters (zeroed by the previous release) are in place; a release
+ * or reclaim sets status 0 first, before emptying. So the monitor never
+ * counts a slot that is being filled in or emptied out, never reads a
+ * previous owner's bytes under a new owner's status, and counts each byte
+ * in one slot only (bytes never move between slots). A monitor that read
+ * status 1 just before a release began may still read some counters already
+ * zeroed: an under-count of a leaving process for that one read, never an
+ * over-count.
  */
 #include <string.h>
 #include <unistd.h>
@@ -43,11 +54,16 @@ static bool take_free_slot(struct vgpu_region *r, int i)
      * is busy with a dropped lock and is reclaimed (zeroed) like any other. */
     atomic_store_n(&s->word, SLOT_WORD(SLOT_GEN(word) + 1, SLOT_BUSY), RELAXED);
     s->pid = (int32_t)getpid();
-    /* Relaxed: for the monitor, which reads them without ordering. */
+    /* Relaxed: for the monitor, which reads them without ordering. The
+     * host's pid only if this process knew it already: finding it reads
+     * /proc, which stays off the first CUDA call (see proc.c). */
     struct hami_slot *hs = &r->hami->procs[i];
     atomic_store_n(&hs->pid, (int32_t)getpid(), RELAXED);
-    atomic_store_n(&hs->hostpid, proc_host_pid(), RELAXED);
+    atomic_store_n(&hs->hostpid, proc_host_pid_known(), RELAXED);
     raise_procnum(r->hami, i);
+    /* Release, last: a reader that sees status 1 (acquire) sees the pid
+     * above and the counters the previous release emptied. */
+    atomic_store_n(&hs->status, HAMI_SLOT_LIVE, RELEASE);
     return true;
 }
 
@@ -72,12 +88,18 @@ void slot_empty_counters(struct vgpu_region *r, int i)
         /* Exchange makes this idempotent: a second reclaimer (after one that
          * died half-way) finds 0 and subtracts nothing. Subtract from the
          * device only after: dying in between leaks upward, never downward. */
-        uint64_t total = atomic_xchg(&m->total, 0, RELAXED);
+        /* Release: a reader that sees this total zeroed (acquire) and then
+         * reads status sees the 0 stored before it (empty_slot). */
+        uint64_t total = atomic_xchg(&m->total, 0, RELEASE);
         atomic_store_n(&m->data_size, 0, RELAXED);
         atomic_store_n(&m->context_size, 0, RELAXED);
         atomic_store_n(&m->module_size, 0, RELAXED);
         if (total != 0 && r->ops->device_counters)
             atomic_sub(&r->ext->dev[d].used, total, RELAXED);
+        /* The monitor sums these over live slots too: a next owner must
+         * not show this one's figures. */
+        atomic_store_n(&hs->monitorused[d], 0, RELAXED);
+        atomic_store_n(&hs->device_util[d].sm_util, 0, RELAXED);
     }
 }
 
@@ -86,8 +108,11 @@ static void empty_slot(struct vgpu_region *r, int i, uint64_t word)
     struct vgpu_slot_ext *s = &r->ext->slots[i];
     /* Relaxed: only the holder of the slot's lock writes the word. */
     atomic_store_n(&s->word, SLOT_WORD(SLOT_GEN(word), SLOT_RECLAIMING), RELAXED);
-    slot_empty_counters(r, i);
     struct hami_slot *hs = &r->hami->procs[i];
+    /* Status 0 before emptying (see the top of this file). Dying after it
+     * leaves the slot reclaiming: the next reclaimer empties it again. */
+    atomic_store_n(&hs->status, HAMI_SLOT_FREE, RELAXED);
+    slot_empty_counters(r, i); /* its release orders the store above */
     atomic_store_n(&hs->pid, 0, RELAXED);
     atomic_store_n(&hs->hostpid, 0, RELAXED);
     s->pid = 0;
@@ -136,11 +161,22 @@ bool slot_try_reclaim(struct vgpu_region *r, int i)
 
 void slots_reclaim_window(struct vgpu_region *r, int count)
 {
-    /* A few slots per attach, round robin, so that every slot is looked at
-     * now and then without making attach cost O(slots). */
+    /* A few slots per attach, round robin over procs[0, procnum) (where
+     * the monitor looks, and where every claimed slot is but for a claimer
+     * that died before raising procnum: the full scan on refusal finds
+     * those), so that a container of a few processes has its dead slots
+     * emptied, and out of the monitor's sums, at the next start of any of
+     * its processes, without making attach cost O(slots). */
+    int32_t procnum = atomic_load_n(&r->hami->procnum, RELAXED); /* a bound */
+    uint32_t span = procnum > 0 && procnum <= VGPU_MAX_SLOTS ? (uint32_t)procnum : 0;
+    if (span <= (uint32_t)count) {
+        for (uint32_t i = 0; i < span; i++)
+            slot_try_reclaim(r, (int)i);
+        return;
+    }
     uint32_t start = atomic_add(&r->ext->slot_cursor, (uint32_t)count, RELAXED);
     for (int n = 0; n < count; n++)
-        slot_try_reclaim(r, (int)((start + (uint32_t)n) % VGPU_MAX_SLOTS));
+        slot_try_reclaim(r, (int)((start + (uint32_t)n) % span));
 }
 
 int vgpu_region_reclaim(struct vgpu_region *r)

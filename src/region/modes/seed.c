@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,9 +82,20 @@ void seed_sem_unlock(struct vgpu_region *r)
     sem_post(sem_of(r));
 }
 
+/* In HAMi's lock directory, never next to the region: the node monitor
+ * refuses a container directory with a third file whose name ends in
+ * ".cache" or holds "libvgpu.so" (older monitors: any third file), and
+ * maps the first name ending in ".cache". Named for the region's inode so
+ * that regions do not share it. */
+#define LOCK_DIR "/tmp/vgpulock"
+
 static void lockfile_path(struct vgpu_region *r, char *buf, size_t n)
 {
-    snprintf(buf, n, "%s.lock", r->path);
+    struct stat st;
+    if (fstat(r->fd, &st) != 0)
+        memset(&st, 0, sizeof st);
+    snprintf(buf, n, LOCK_DIR "/vgpu-%llx-%llx.lock",
+             (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
 }
 
 static void sleep_ms(int ms)
@@ -94,8 +107,13 @@ static void sleep_ms(int ms)
 
 bool seed_lockfile_take(struct vgpu_region *r, const struct lockfile_policy *p)
 {
-    char path[4200];
+    char path[128];
     lockfile_path(r, path, sizeof path);
+    if (mkdir(LOCK_DIR, 0777) != 0 && errno != EEXIST) {
+        log_warn("%s cannot be created (%s); going on without the start-up "
+                 "lock", LOCK_DIR, strerror(errno));
+        return false;
+    }
     unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
     if (p->jitter_max_ms > 0)
         sleep_ms(rand_r(&seed) % (p->jitter_max_ms + 1));
@@ -118,7 +136,7 @@ bool seed_lockfile_take(struct vgpu_region *r, const struct lockfile_policy *p)
 
 void seed_lockfile_drop(struct vgpu_region *r)
 {
-    char path[4200];
+    char path[128];
     lockfile_path(r, path, sizeof path);
     unlink(path);
 }
