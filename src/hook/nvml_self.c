@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#include "atomic.h"
 #include "hook/account.h"
 #include "hook/real.h"
 
@@ -64,16 +63,11 @@ static unsigned int learned(void)
 }
 
 /* The host's pid of this process from /proc (0: another pid namespace
- * whose /proc hides it). It does not change: read once. */
+ * whose /proc hides it); vgpu_host_pid reads it once per process (a fork
+ * child reads its own). */
 static int32_t host_pid(void)
 {
-    static int32_t host = -1;
-    int32_t h = atomic_load_n(&host, RELAXED); /* a value, orders nothing */
-    if (h < 0) {
-        h = vgpu_host_pid();
-        atomic_store_n(&host, h, RELAXED);
-    }
-    return h;
+    return vgpu_host_pid();
 }
 
 bool nvml_self_pid_known(void)

@@ -101,8 +101,10 @@ void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t byte
 
 int32_t vgpu_host_pid(void)
 {
+    if (proc_host_pid_is_known())
+        return proc_host_pid(); /* cached for this process */
     /* Found now, off the attach path: the slots this process holds get it
-     * too (HAMi-core's hostpid field). */
+     * too (HAMi-core's hostpid field); slots claimed later take it then. */
     int32_t host = proc_host_pid();
     region_publish_host_pid(host);
     return host;

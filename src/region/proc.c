@@ -54,6 +54,11 @@ static int32_t read_host_pid(void)
  * read /proc and store the same values. */
 static int32_t known_host, known_for;
 
+bool proc_host_pid_is_known(void)
+{
+    return atomic_load_n(&known_for, RELAXED) == (int32_t)getpid(); /* a hint */
+}
+
 int32_t proc_host_pid_known(void)
 {
     /* Acquire: pairs with the release below, so known_host is this

@@ -126,6 +126,7 @@ void region_heal(struct vgpu_region *r);
  * says 0 until it has been found. */
 int32_t proc_host_pid(void);
 int32_t proc_host_pid_known(void);
+bool proc_host_pid_is_known(void);
 
 /* Write this process's host pid into the slots it holds (attach.c). */
 void region_publish_host_pid(int32_t hostpid);
