@@ -43,6 +43,9 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
     [VGPU_ENV_VISIBLE_DEVICES] = {"CUDA_VISIBLE_DEVICES", NULL, true,
         "the devices CUDA numbers (set by the container runtime); read to "
         "match NVML's devices to CUDA's"},
+    [VGPU_ENV_RECONCILE_MS] = {"VGPU_RECONCILE_MS", "100", true,
+        "least milliseconds between two readings of this process's memory in "
+        "NVML (the reconciliation; 0: at every charge near the limit)"},
 };
 
 /* What this process read. Written by read_all() (under `once`, or by a

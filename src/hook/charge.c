@@ -5,6 +5,7 @@
 
 #include "hook/account.h"
 #include "hook/pools.h"
+#include "hook/reconcile.h"
 
 /* Depth of driver calls made by our hooks on this thread. */
 static __thread int in_driver;
@@ -19,6 +20,9 @@ bool charge_begin(struct charge *c, int dev, uint64_t bytes,
 {
     *c = (struct charge){in_driver > 0 ? -1 : dev, bytes, kind};
     struct vgpu_region *r = c->dev >= 0 ? account_region() : NULL;
+    /* What the driver holds beyond the charges counts first. */
+    if (r != NULL && !reconcile_before_charge(c->dev, bytes))
+        return false;
     /* Refused: what this process's pools cache goes back first, once. */
     if (r != NULL && !vgpu_region_try_charge(r, c->dev, bytes, kind) &&
         !(pools_give_back(c->dev) > 0 &&
