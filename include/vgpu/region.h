@@ -43,9 +43,16 @@ struct vgpu_attach_options {
 void vgpu_attach_options_from_env(struct vgpu_attach_options *opts);
 
 /* Attach this process: open or create the file, claim a slot.
- * Returns NULL (after one log line saying why) when the file cannot be used;
- * the caller then runs unlimited. */
+ * When the file cannot be used (one log line says why) and a limit is
+ * configured, the handle counts this process alone against that limit (a
+ * process-local region) and joins the file again when it can (checked at
+ * most once a second, from charges and frees, and before a refusal).
+ * Returns NULL only when no limit is configured (the caller runs unlimited)
+ * or memory is short. */
 struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts);
+
+/* True while r counts this process alone (see vgpu_region_attach). */
+bool vgpu_region_is_local(const struct vgpu_region *r);
 
 /* Release the slot, returning whatever it still holds, and unmap. */
 void vgpu_region_detach(struct vgpu_region *r);

@@ -32,37 +32,84 @@ static bool usable(struct vgpu_region *r)
             region_rejoin_after_fork(r);
         pthread_mutex_unlock(&rejoin_lock);
     }
-    return r->slot >= 0;
+    /* Relaxed: a move (failover.c) changes it; the gate orders the rest. */
+    return atomic_load_n(&r->slot, RELAXED) >= 0;
+}
+
+/* This process's own charges (process memory): what a move to or from a
+ * local region carries (failover.c). Relaxed: counters, publishing nothing;
+ * a move reads them with the gate closed. Never below zero. */
+static void own_add(struct vgpu_region *r, int dev, uint64_t bytes,
+                    enum vgpu_charge_kind kind)
+{
+    atomic_add(&r->own[dev][kind], bytes, RELAXED);
+}
+
+static void own_sub(struct vgpu_region *r, int dev, uint64_t bytes,
+                    enum vgpu_charge_kind kind)
+{
+    uint64_t *c = &r->own[dev][kind];
+    uint64_t cur = atomic_load_n(c, RELAXED);
+    while (!atomic_cas(c, &cur, cur > bytes ? cur - bytes : 0, RELAXED, RELAXED))
+        ;
+}
+
+static bool charge_once(struct vgpu_region *r, int dev, uint64_t bytes,
+                        enum vgpu_charge_kind kind)
+{
+    region_op_enter(r);
+    /* The process's number -> the region's, inside the gate: joining
+     * another file may renumber (failover.c). */
+    int at = region_index(r, dev);
+    bool ok = r->ops->try_charge(r, at, bytes, kind);
+    /* Refused: the bytes of processes that died may still be counted. */
+    if (!ok && !atomic_load_n(&r->local, RELAXED) && vgpu_region_reclaim(r) > 0)
+        ok = r->ops->try_charge(r, at, bytes, kind);
+    if (ok)
+        own_add(r, at, bytes, kind);
+    region_op_exit(r);
+    return ok;
 }
 
 bool vgpu_region_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
                             enum vgpu_charge_kind kind)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
     if (!device_ok(dev) || !usable(r))
         return true;
-    if (r->ops->try_charge(r, dev, bytes, kind))
+    /* Relaxed: a flag; the move synchronizes. The SIGBUS guard's region is
+     * made exact before we count on it. */
+    if (atomic_load_n(&r->lost, RELAXED))
+        region_check_now(r);
+    if (charge_once(r, dev, bytes, kind))
         return true;
-    /* Refused: the bytes of processes that died may still be counted. */
-    if (vgpu_region_reclaim(r) > 0)
-        return r->ops->try_charge(r, dev, bytes, kind);
-    return false;
+    /* Before refusing: was the file deleted or replaced (the room may be in
+     * another region now), or can a local process join again? */
+    return region_check_now(r) && charge_once(r, dev, bytes, kind);
 }
 
 void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
                         enum vgpu_charge_kind kind, bool driver_ok)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (device_ok(dev) && usable(r))
-        r->ops->settle(r, dev, bytes, kind, driver_ok);
+    if (!device_ok(dev) || !usable(r))
+        return;
+    region_op_enter(r);
+    int at = region_index(r, dev); /* inside the gate, as in charge_once */
+    r->ops->settle(r, at, bytes, kind, driver_ok);
+    if (!driver_ok)
+        own_sub(r, at, bytes, kind);
+    region_op_exit(r);
 }
 
 void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                           enum vgpu_charge_kind kind)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (device_ok(dev) && usable(r))
-        r->ops->uncharge(r, dev, bytes, kind);
+    if (!device_ok(dev) || !usable(r))
+        return;
+    region_op_enter(r);
+    int at = region_index(r, dev); /* inside the gate, as in charge_once */
+    r->ops->uncharge(r, at, bytes, kind);
+    own_sub(r, at, bytes, kind);
+    region_op_exit(r);
 }
 
 uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
@@ -76,11 +123,14 @@ uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
 {
     dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r == NULL || r->base == NULL || r->slot < 0 || dev < 0 ||
-        dev >= VGPU_MAX_DEVICES)
+    /* Relaxed: our own counters and slot; any recent value. */
+    if (r == NULL || r->base == NULL || atomic_load_n(&r->slot, RELAXED) < 0 ||
+        dev < 0 || dev >= VGPU_MAX_DEVICES)
         return 0;
-    /* Relaxed: our own counter; any recent value. */
-    return atomic_load_n(&r->hami->procs[r->slot].used[dev].total, RELAXED);
+    uint64_t sum = 0;
+    for (int k = 0; k < 3; k++)
+        sum += atomic_load_n(&r->own[dev][k], RELAXED);
+    return sum;
 }
 
 uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev)
@@ -155,9 +205,16 @@ void vgpu_region_debug_hold(struct vgpu_region *r)
         r->ops->hold(r);
 }
 
+bool vgpu_region_is_local(const struct vgpu_region *r)
+{
+    /* Relaxed: a flag for tools and tests. */
+    return r != NULL && (atomic_load_n(&r->local, RELAXED) ||
+                         atomic_load_n(&r->lost, RELAXED));
+}
+
 int vgpu_region_slot(const struct vgpu_region *r)
 {
-    return r ? r->slot : -1;
+    return r ? atomic_load_n(&r->slot, RELAXED) : -1; /* a move may change it */
 }
 
 const char *vgpu_region_mode(const struct vgpu_region *r)

@@ -3,12 +3,21 @@
  * Every attached process holds a read lock on the LOCK_ATTACH byte for as
  * long as it lives. A process that can take it for writing (without
  * waiting) is therefore alone: it creates, repairs or heals the file, then
- * converts its lock to a read lock. The others take the read lock, waiting
- * at most for those microseconds; the kernel drops a dead holder's lock.
- * Then a slot is claimed (slots.c). No semaphore, no sleep, no retry loop.
+ * converts its lock to a read lock. The others take the read lock. Then a
+ * slot is claimed (slots.c). No semaphore, no sleep on the way.
+ *
+ * Only when the read lock cannot be had (an initializer holds the write
+ * lock: microseconds, unless it was stopped) or the file is invalid under
+ * readers (an initializer died half-way while others waited) does a process
+ * poll, with short sleeps, for at most LOCK_WAIT_MS. One waiter at a time
+ * (the holder of LOCK_INIT) tries the attach lock meanwhile, so that the
+ * others' attempts cannot starve the one that would repair the file. Past
+ * the bound, or on any other refusal, a process with a limit enforces it
+ * alone (local.c) and rejoins later (failover.c).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,14 +137,20 @@ static bool prepare_alone(struct vgpu_region *r,
                           const struct vgpu_attach_options *opts)
 {
     struct stat st;
-    if (fstat(r->fd, &st) != 0)
+    if (fstat(r->fd, &st) != 0) {
+        region_refuse("region %s cannot be looked at (%s)", r->path,
+                      strerror(errno));
         return false;
+    }
     size_t size = (size_t)st.st_size;
     if (size == 0)
         return region_initialize(r->fd, opts, r->want_mode);
     void *data = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
-    if (data == MAP_FAILED)
+    if (data == MAP_FAILED) {
+        region_refuse("region %s cannot be mapped (%s)", r->path,
+                      strerror(errno));
         return false;
+    }
     const char *why = NULL;
     enum validate_result v = region_validate(data, size, &why);
     if (v == FILE_VALID) {
@@ -151,8 +166,8 @@ static bool prepare_alone(struct vgpu_region *r,
     bool foreign = hami_core_process_alive(data, size);
     munmap(data, size);
     if (foreign) {
-        log_error("region %s: %s, and HAMi-core processes still use it; "
-                  "running without a limit", r->path, why);
+        region_refuse("region %s: %s, and HAMi-core processes still use it",
+                      r->path, why);
         return false;
     }
     log_warn("region %s: %s; no process uses it, so it is recreated",
@@ -162,77 +177,122 @@ static bool prepare_alone(struct vgpu_region *r,
 
 /* ---- Attach ---- */
 
-static bool map_valid(struct vgpu_region *r, bool complain)
+static bool map_valid(struct vgpu_region *r, const char **why)
 {
     struct stat st;
     if (fstat(r->fd, &st) != 0)
         return false;
-    const char *why = "file changed size";
-    if ((size_t)st.st_size == VGPU_FILE_SIZE) {
-        r->base = region_map(r->fd);
-        if (r->base == NULL)
-            return false;
-        if (region_validate(r->base, VGPU_FILE_SIZE, &why) == FILE_VALID) {
-            r->hami = r->base;
-            r->ext = region_ext(r->base);
-            r->ops = mode_ops(r->ext->mode);
-            return true;
-        }
-        munmap(r->base, VGPU_FILE_SIZE);
-        r->base = NULL;
-    }
-    if (complain)
-        log_error("region %s: %s, while other processes use it; running "
-                  "without a limit", r->path, why);
-    return false;
-}
-
-static bool become_initializer(struct vgpu_region *r,
-                               const struct vgpu_attach_options *opts)
-{
-    if (!byte_lock(r->fd, LOCK_ATTACH, BYTE_WRITE, false))
+    *why = "file of the wrong size";
+    if ((size_t)st.st_size != VGPU_FILE_SIZE)
         return false;
-    bool ready = prepare_alone(r, opts);
-    /* Converting write to read is atomic for record locks: nobody can slip
-     * in as "alone" between the two. */
-    r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, false);
-    if (!ready || !r->holds_attach)
-        r->holds_attach = false;
+    void *base = region_map(r->fd);
+    if (base == NULL)
+        return false;
+    if (region_validate(base, VGPU_FILE_SIZE, why) != FILE_VALID) {
+        munmap(base, VGPU_FILE_SIZE);
+        return false;
+    }
+    r->base = base;
+    r->hami = base;
+    r->ext = region_ext(base);
+    r->ops = mode_ops(r->ext->mode);
+    r->file_dev = st.st_dev;
+    r->file_ino = st.st_ino;
     return true;
 }
 
-static bool join_readers(struct vgpu_region *r)
+/* What one attempt at the attach lock found. */
+enum attempt { ATTACHED, WAIT, REFUSED };
+
+static enum attempt refused_no_locks(struct vgpu_region *r)
 {
-    /* Waits at most while an initializer holds the write lock (microseconds,
-     * dropped by the kernel if it dies). */
-    r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, true);
-    return r->holds_attach && map_valid(r, false);
+    region_refuse("region %s: the file system does not support open file "
+                  "description locks (fcntl: %s)", r->path, strerror(errno));
+    return REFUSED;
 }
 
-/* Slow path, when the file was found invalid after waiting: its initializer
- * died half-way (or it was damaged). Repairers queue on LOCK_INIT so that
- * exactly one recreates it; the fast path never touches LOCK_INIT. */
-static bool repair(struct vgpu_region *r, const struct vgpu_attach_options *opts)
+/* Alone: create, repair or heal, then convert to a read lock (atomic for
+ * record locks: nobody can slip in as "alone" between the two). */
+static enum attempt initialize_alone(struct vgpu_region *r,
+                                     const struct vgpu_attach_options *opts,
+                                     const char **why)
 {
+    bool ready = prepare_alone(r, opts);
+    r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, false);
+    if (ready && r->holds_attach && map_valid(r, why))
+        return ATTACHED;
+    if (ready)
+        region_refuse("region %s: %s", r->path, r->holds_attach ? *why
+                      : "the attach lock could not be converted");
+    return REFUSED; /* else prepare_alone said why */
+}
+
+/* The fast path: two non-blocking lock calls when the file is ready. */
+static enum attempt try_attach(struct vgpu_region *r,
+                               const struct vgpu_attach_options *opts,
+                               const char **why)
+{
+    enum lock_result w = byte_try(r->fd, LOCK_ATTACH, BYTE_WRITE);
+    if (w == LOCK_BROKEN)
+        return refused_no_locks(r);
+    if (w == LOCK_TAKEN)
+        return initialize_alone(r, opts, why);
+    enum lock_result rd = byte_try(r->fd, LOCK_ATTACH, BYTE_READ);
+    if (rd == LOCK_BROKEN)
+        return refused_no_locks(r);
+    *why = "another process has held the region's initialization lock for "
+           "over 2 s (stopped?)";
+    if (rd == LOCK_BUSY)
+        return WAIT;
+    r->holds_attach = true;
+    if (map_valid(r, why))
+        return ATTACHED;
+    /* Invalid under readers: an initializer died half-way while others
+     * waited (one of them repairs it when alone), or damage while in use. */
     byte_unlock(r->fd, LOCK_ATTACH);
     r->holds_attach = false;
-    if (!byte_lock(r->fd, LOCK_INIT, BYTE_WRITE, true))
-        return false;
-    if (!become_initializer(r, opts))
-        r->holds_attach = byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, true);
-    bool ok = r->holds_attach && map_valid(r, true);
-    byte_unlock(r->fd, LOCK_INIT);
-    return ok;
+    return WAIT;
+}
+
+/* The slow path, bounded: one waiter at a time (LOCK_INIT's holder) tries
+ * the attach lock, the others sleep until it is done. */
+static bool attach_waiting(struct vgpu_region *r,
+                           const struct vgpu_attach_options *opts,
+                           const char **why)
+{
+    bool holder = false;
+    enum attempt got = WAIT;
+    double waited = 0;
+    for (int n = 0; got == WAIT && waited < LOCK_WAIT_MS; n++) {
+        waited += lock_backoff(n);
+        if (!holder) {
+            enum lock_result i = byte_try(r->fd, LOCK_INIT, BYTE_WRITE);
+            if (i == LOCK_BROKEN) {
+                got = refused_no_locks(r);
+                break;
+            }
+            holder = i == LOCK_TAKEN;
+        }
+        if (holder || !byte_locked_elsewhere(r->fd, LOCK_INIT))
+            got = try_attach(r, opts, why);
+    }
+    if (holder)
+        byte_unlock(r->fd, LOCK_INIT);
+    if (got == WAIT)
+        region_refuse("region %s: %s", r->path, *why);
+    return got == ATTACHED;
 }
 
 static bool take_attach_lock(struct vgpu_region *r,
-                             const struct vgpu_attach_options *opts)
+                             const struct vgpu_attach_options *opts, bool wait)
 {
-    if (become_initializer(r, opts))
-        return r->holds_attach && map_valid(r, true);
-    if (join_readers(r))
-        return true;
-    return repair(r, opts);
+    const char *why = "unknown";
+    enum attempt got = try_attach(r, opts, &why);
+    if (got == WAIT && wait)
+        return attach_waiting(r, opts, &why);
+    if (got == WAIT)
+        region_refuse("region %s: %s", r->path, why);
+    return got == ATTACHED;
 }
 
 static void warn_on_disagreement(struct vgpu_region *r,
@@ -254,27 +314,40 @@ static void warn_on_disagreement(struct vgpu_region *r,
     }
 }
 
-/* Open, lock, map, claim: fills r; false after a log line. */
-static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
+static bool claim_slot(struct vgpu_region *r)
 {
+    if (r->ops->slots_enter)
+        r->ops->slots_enter(r);
+    slots_reclaim_window(r, 8);
+    r->slot = slot_claim(r);
+    if (r->slot < 0 && vgpu_region_reclaim(r) > 0)
+        r->slot = slot_claim(r);
+    if (r->ops->slots_exit)
+        r->ops->slots_exit(r);
+    if (r->slot >= 0)
+        return true;
+    region_refuse("region %s has no free slot (%d processes attached)",
+                  r->path, VGPU_MAX_SLOTS);
+    return false;
+}
+
+bool region_join_shared(struct vgpu_region *r,
+                        const struct vgpu_attach_options *opts, bool wait,
+                        bool quiet)
+{
+    if (quiet)
+        region_refusal_set(REFUSAL_QUIET);
+    else
+        region_refusal_set(region_limits_set(opts->limits) ? REFUSAL_LOCAL
+                                                           : REFUSAL_UNLIMITED);
     r->fd = region_open_file(r->path, true);
     if (r->fd < 0)
         return false;
-    if (take_attach_lock(r, opts)) {
-        if (r->ops->slots_enter)
-            r->ops->slots_enter(r);
-        slots_reclaim_window(r, 8);
-        r->slot = slot_claim(r);
-        if (r->slot < 0 && vgpu_region_reclaim(r) > 0)
-            r->slot = slot_claim(r);
-        if (r->ops->slots_exit)
-            r->ops->slots_exit(r);
-        if (r->slot >= 0) {
-            r->pid = getpid();
-            return true;
-        }
-        log_error("region %s has no free slot (%d processes attached); "
-                  "running without a limit", r->path, VGPU_MAX_SLOTS);
+    if (take_attach_lock(r, opts, wait) && claim_slot(r)) {
+        r->pid = getpid();
+        if (!quiet)
+            warn_on_disagreement(r, opts);
+        return true;
     }
     if (r->base != NULL)
         munmap(r->base, VGPU_FILE_SIZE);
@@ -282,7 +355,25 @@ static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
     close(r->fd);
     r->fd = -1;
     r->holds_attach = false;
+    r->slot = -1;
     return false;
+}
+
+/* Open, lock, map, claim: fills r. Where a limit is configured and the file
+ * cannot be used, r gets a process-local region instead. False (after a log
+ * line) only without a limit, or without memory. */
+static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
+{
+    memcpy(r->limits, opts->limits, sizeof r->limits);
+    memset(r->own, 0, sizeof r->own); /* a fresh process holds nothing */
+    r->move_gate = 0;
+    atomic_store_n(&r->local, 0, RELAXED); /* no other thread uses r here */
+    atomic_store_n(&r->lost, 0, RELAXED);
+    bool joined = region_join_shared(r, opts, true, false) ||
+                  (region_limits_set(opts->limits) && local_start(r));
+    if (joined && region_limits_set(opts->limits))
+        region_watch(r);
+    return joined;
 }
 
 struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts)
@@ -292,6 +383,7 @@ struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts)
     if (r == NULL)
         return NULL;
     r->slot = -1;
+    r->fd = -1;
     const char *path = opts->path ? opts->path : vgpu_env(VGPU_ENV_SHARED_CACHE);
     if (strlen(path) >= sizeof r->path) {
         log_error("region path is too long; running without a limit");
@@ -304,8 +396,8 @@ struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts)
         free(r);
         return NULL;
     }
-    warn_on_disagreement(r, opts);
     remember(r, true);
+    truncation_guard_add(r);
     return r;
 }
 
@@ -341,6 +433,8 @@ void vgpu_region_detach(struct vgpu_region *r)
     if (r == NULL)
         return;
     remember(r, false);
+    truncation_guard_remove(r);
+    region_unwatch(r);
     vgpu_region_release_slot(r);
     if (r->fd >= 0)
         close(r->fd); /* drops our attach lock */

@@ -1,9 +1,13 @@
 /* Opening, checking and initializing the region file. Every way the file can
- * be unusable ends here with one log line; the caller then runs unlimited. */
+ * be unusable ends here with one log line saying what follows (region_refuse):
+ * an attaching process with a limit enforces it alone (local.c), one without
+ * a limit runs unlimited, an inspector (vgpuctl) does not read it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -13,54 +17,86 @@
 #include "log.h"
 #include "region_internal.h"
 
-/* What follows a refusal, at the end of its one log line: attaching
- * processes run unlimited; inspectors (vgpuctl) just stop. */
-static const char *consequence(bool create)
+/* What follows a refusal in this thread's attach attempt (set by attach.c:
+ * rejoin attempts are quiet, they were reported once already). */
+static __thread enum refusal refusal = REFUSAL_INSPECT;
+
+void region_refusal_set(enum refusal what)
 {
-    return create ? "running without a limit" : "not read";
+    refusal = what;
 }
 
-static bool acceptable_owner(const char *path, const struct stat *st, bool create)
+void region_refuse(const char *fmt, ...)
+{
+    static const char *const follows[] = {
+        [REFUSAL_INSPECT] = "not read",
+        [REFUSAL_UNLIMITED] = "running without a limit",
+        [REFUSAL_LOCAL] = ("this process enforces its limit alone and "
+                           "retries the region every second"),
+        [REFUSAL_QUIET] = "",
+    };
+    char what[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (refusal == REFUSAL_QUIET)
+        log_debug("%s (still)", what);
+    else
+        log_error("%s; %s", what, follows[refusal]);
+}
+
+static bool acceptable_owner(int fd, const char *path, const struct stat *st,
+                             bool create)
 {
     if (!S_ISREG(st->st_mode)) {
-        log_error("region %s is not a regular file; %s", path, consequence(create));
+        region_refuse("region %s is not a regular file", path);
         return false;
     }
     if (st->st_uid != geteuid()) {
-        log_error("region %s belongs to uid %u, not to this process's uid %u; %s",
-                  path, (unsigned)st->st_uid, (unsigned)geteuid(),
-                  consequence(create));
+        region_refuse("region %s belongs to uid %u, not to this process's uid "
+                      "%u, who could change its limit", path,
+                      (unsigned)st->st_uid, (unsigned)geteuid());
         return false;
     }
-    if (st->st_mode & S_IWOTH) {
-        log_error("region %s is world-writable (mode %o); anyone could change "
-                  "the limit, so it is not used; %s", path,
-                  (unsigned)(st->st_mode & 07777), consequence(create));
-        return false;
+    mode_t open_bits = st->st_mode & (S_IWGRP | S_IWOTH);
+    if (open_bits == 0)
+        return true;
+    /* Ours, but others may write it (a tenant's chmod 666 must not switch
+     * the limit off): an attaching process takes the write bits back and
+     * uses it; an inspector, which must not change it, refuses it. */
+    mode_t fixed = st->st_mode & 07777 & ~open_bits;
+    if (create && fchmod(fd, fixed) == 0) {
+        log_warn("region %s was writable by others (mode %o); mode set back "
+                 "to %o", path, (unsigned)(st->st_mode & 07777),
+                 (unsigned)fixed);
+        return true;
     }
-    return true;
+    region_refuse("region %s is writable by others (mode %o); anyone could "
+                  "change the limit", path, (unsigned)(st->st_mode & 07777));
+    return false;
 }
 
 int region_open_file(const char *path, bool create)
 {
+    if (!create)
+        region_refusal_set(REFUSAL_INSPECT);
     /* O_NOFOLLOW: a symlink planted at the path must not redirect our writes. */
     int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0);
     int fd = open(path, flags, 0600);
     if (fd < 0) {
         int err = errno;
         if (err == ELOOP)
-            log_error("region %s is a symbolic link; refused, %s", path,
-                      consequence(create));
+            region_refuse("region %s is a symbolic link", path);
         else if (err == ENOENT && create)
-            log_error("region %s: its directory does not exist; %s", path,
-                      consequence(create));
+            region_refuse("region %s: its directory does not exist", path);
         else
-            log_error("region %s cannot be opened (%s); %s", path,
-                      strerror(err), consequence(create));
+            region_refuse("region %s cannot be opened (%s)", path,
+                          strerror(err));
         return -1;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !acceptable_owner(path, &st, create)) {
+    if (fstat(fd, &st) != 0 || !acceptable_owner(fd, path, &st, create)) {
         close(fd);
         return -1;
     }
@@ -72,8 +108,7 @@ void *region_map(int fd)
     void *base = mmap(NULL, VGPU_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
                       fd, 0);
     if (base == MAP_FAILED) {
-        log_error("region cannot be mapped (%s); running without a limit",
-                  strerror(errno));
+        region_refuse("region cannot be mapped (%s)", strerror(errno));
         return NULL;
     }
     return base;
@@ -128,8 +163,7 @@ bool region_initialize(int fd, const struct vgpu_attach_options *opts,
     /* Never shrink below the layout while a monitor may map the old size;
      * set the exact size (extending a HAMi-core file, trimming garbage). */
     if (ftruncate(fd, (off_t)VGPU_FILE_SIZE) != 0) {
-        log_error("region cannot be sized (%s); running without a limit",
-                  strerror(errno));
+        region_refuse("region cannot be sized (%s)", strerror(errno));
         return false;
     }
     void *base = region_map(fd);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <time.h>
 
 static struct flock byte_range(uint64_t at, short type)
 {
@@ -16,14 +17,39 @@ static struct flock byte_range(uint64_t at, short type)
     return fl; /* l_pid stays 0, as OFD locks require */
 }
 
-bool byte_lock(int fd, uint64_t at, enum lock_kind kind, bool wait)
+enum lock_result byte_try(int fd, uint64_t at, enum lock_kind kind)
 {
     struct flock fl = byte_range(at, kind == BYTE_WRITE ? F_WRLCK : F_RDLCK);
     int rc;
     do
-        rc = fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
+        rc = fcntl(fd, F_OFD_SETLK, &fl);
     while (rc != 0 && errno == EINTR);
-    return rc == 0;
+    if (rc == 0)
+        return LOCK_TAKEN;
+    return errno == EAGAIN || errno == EACCES ? LOCK_BUSY : LOCK_BROKEN;
+}
+
+double lock_backoff(int n)
+{
+    long us = 100L << (n < 9 ? n : 9);
+    if (us > 50000)
+        us = 50000;
+    struct timespec ts = {0, us * 1000L};
+    nanosleep(&ts, NULL);
+    return (double)us / 1000.0;
+}
+
+bool byte_lock(int fd, uint64_t at, enum lock_kind kind, bool wait)
+{
+    double waited = 0;
+    for (int n = 0;; n++) {
+        enum lock_result got = byte_try(fd, at, kind);
+        if (got != LOCK_BUSY)
+            return got == LOCK_TAKEN;
+        if (!wait || waited >= LOCK_WAIT_MS)
+            return false;
+        waited += lock_backoff(n);
+    }
 }
 
 void byte_unlock(int fd, uint64_t at)

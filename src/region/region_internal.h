@@ -87,6 +87,21 @@ struct vgpu_region {
     /* This process's device number -> the region's index + 1 (0: the same
      * number); set at attach (devices.c). */
     int8_t device_index[VGPU_MAX_DEVICES];
+    /* ---- Fail closed (local.c, failover.c, truncation.c) ---- */
+    int local;           /* 1: base holds a process-local region, not the file */
+    int lost;            /* 1: the SIGBUS guard put a local region in place */
+    uint64_t move_gate;  /* charges in flight, plus MOVE_CLOSED (failover.c) */
+    dev_t file_dev;      /* the file joined, to see it deleted or replaced */
+    ino_t file_ino;
+    int32_t hostpid;
+    /* This process's charges by device and kind, in process memory: what a
+     * local region starts from, and what a rejoin carries over. */
+    uint64_t own[VGPU_MAX_DEVICES][3];
+    /* Last known limits, UUIDs and context sizes (copies of the region's):
+     * what a local region made after the file vanished starts from. */
+    uint64_t limits[VGPU_MAX_DEVICES];
+    uint64_t context_bytes[VGPU_MAX_DEVICES];
+    char uuids[VGPU_MAX_DEVICES][HAMI_UUID_LEN];
 };
 
 /* The region's index of this process's device dev (devices.c). */
@@ -113,6 +128,49 @@ bool slot_owner_alive(struct vgpu_region *r, int i);
 bool slot_try_reclaim(struct vgpu_region *r, int i);
 void slots_reclaim_window(struct vgpu_region *r, int count);
 void slot_empty_counters(struct vgpu_region *r, int i);
+
+/* Joining the shared file (attach.c): open, lock, map, claim; false after
+ * one log line (none when quiet). wait: a stopped or dead initializer may
+ * cost up to LOCK_WAIT_MS; without it nothing waits (rejoin attempts). */
+bool region_join_shared(struct vgpu_region *r,
+                        const struct vgpu_attach_options *opts, bool wait,
+                        bool quiet);
+
+/* What follows a refused attach, at the end of its one log line (file.c):
+ * set by the attach path for the calling thread. */
+enum refusal { REFUSAL_INSPECT, REFUSAL_UNLIMITED, REFUSAL_LOCAL, REFUSAL_QUIET };
+void region_refusal_set(enum refusal what);
+void region_refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* True when some device has a limit. */
+bool region_limits_set(const uint64_t limits[VGPU_MAX_DEVICES]);
+
+/* Process-local regions (local.c). local_start maps a new one for a handle
+ * with no mapping; local_install puts one at r->base in place of whatever
+ * is there, in one step (mremap), from r->own and r->limits. The fill is
+ * async-signal-safe (the SIGBUS guard uses it). */
+bool local_start(struct vgpu_region *r);
+bool local_install(struct vgpu_region *r);
+void *local_build(const struct vgpu_region *r);
+/* Copy the limits, UUIDs and context sizes of an intact mapping into r. */
+void local_remember(struct vgpu_region *r);
+
+/* Moving between the shared region and local accounting (failover.c):
+ * ops on a region bracket themselves with op_enter/op_exit so that a move
+ * never happens under them; check_now looks at the file and moves if
+ * needed (the watcher thread, every second; a charge, before refusing). */
+#define MOVE_CLOSED (1ull << 63)
+void region_op_enter(struct vgpu_region *r);
+void region_op_exit(struct vgpu_region *r);
+bool region_check_now(struct vgpu_region *r);
+/* Watch r from a thread of the process (started once per process). */
+void region_watch(struct vgpu_region *r);
+void region_unwatch(struct vgpu_region *r);
+
+/* The SIGBUS guard (truncation.c): faults inside a registered region's
+ * mapping are answered by a local region instead of killing the process. */
+void truncation_guard_add(struct vgpu_region *r);
+void truncation_guard_remove(struct vgpu_region *r);
 
 /* In a fork child: claim a slot of the child's own (attach.c). */
 bool region_rejoin_after_fork(struct vgpu_region *r);

@@ -3,6 +3,7 @@
  * Fuzzed by tests/fuzz_validate.c. */
 #include <string.h>
 
+#include "atomic.h"
 #include "region_internal.h"
 
 static const char *check_header(const struct hami_region *h)
@@ -13,7 +14,9 @@ static const char *check_header(const struct hami_region *h)
         return "unsupported HAMi layout version";
     if (h->device_num > VGPU_MAX_DEVICES)
         return "device count out of range";
-    if (h->procnum < 0 || h->procnum > VGPU_MAX_SLOTS)
+    /* Relaxed: attached processes change it while a watcher validates. */
+    int32_t procnum = atomic_load_n(&h->procnum, RELAXED);
+    if (procnum < 0 || procnum > VGPU_MAX_SLOTS)
         return "procnum out of range";
     return NULL;
 }
@@ -30,8 +33,8 @@ static const char *check_ext(const struct vgpu_ext *e)
         return "unknown synchronization mode";
     if (e->device_count > VGPU_MAX_DEVICES)
         return "device count out of range";
-    for (int i = 0; i < VGPU_MAX_SLOTS; i++)
-        if (SLOT_STATE(e->slots[i].word) > SLOT_RECLAIMING)
+    for (int i = 0; i < VGPU_MAX_SLOTS; i++) /* relaxed: as procnum */
+        if (SLOT_STATE(atomic_load_n(&e->slots[i].word, RELAXED)) > SLOT_RECLAIMING)
             return "slot in an unknown state";
     return NULL;
 }

@@ -1,0 +1,476 @@
+/* Moving a process between the shared region and process-local accounting
+ * (local.c), with its charges.
+ *
+ * A charge, settle or free runs between region_op_enter and region_op_exit;
+ * a move closes that gate, waits (at most DRAIN_MS) for the operations in
+ * flight to leave, swaps what is mapped at r->base (one mremap: other
+ * threads' readers never see a hole), the slot and the fd, and opens the
+ * gate again. Operations that arrive meanwhile wait for it (at most
+ * MOVE_WAIT_MS). r->base never changes, so readers outside the gate (usage,
+ * limit) always read a mapped region.
+ *
+ * When: a watcher thread, started with the first region that has a limit
+ * (and again in a fork child that joins), looks every CHECK_MS, so that an
+ * idle process moves too; and region_check_now runs when a charge is
+ * refused, before the caller gives up. A process attached to the file looks
+ * at it (deleted, replaced, truncated, damaged, made writable by others); a
+ * local one tries to join it again, without waiting for any lock. Nothing of
+ * this is on the charge path but the gate.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "atomic.h"
+#include "log.h"
+#include "region_internal.h"
+
+#define CHECK_MS 1000
+#define DRAIN_MS 100
+#define MOVE_WAIT_MS 1000
+
+/* One move at a time in the process; never waited on (trylock). */
+static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int64_t coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pause_briefly(void)
+{
+    struct timespec ts = {0, 50000};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- The gate ---- */
+
+static void gate_reopen(struct vgpu_region *r)
+{
+    uint64_t w = atomic_load_n(&r->move_gate, RELAXED);
+    /* Release: the mapping, slot and fd written by the move are seen by
+     * every operation that enters after (acquire in region_op_enter). */
+    while (!atomic_cas(&r->move_gate, &w, w & ~MOVE_CLOSED, RELEASE, RELAXED))
+        ;
+}
+
+void region_op_enter(struct vgpu_region *r)
+{
+    int64_t give_up = 0;
+    for (;;) {
+        /* Acquire: pairs with gate_reopen's release (see above). */
+        uint64_t w = atomic_add(&r->move_gate, 1, ACQUIRE);
+        if (!(w & MOVE_CLOSED))
+            return;
+        atomic_sub(&r->move_gate, 1, RELAXED); /* not in yet: orders nothing */
+        int64_t now = coarse_ms();
+        if (give_up == 0)
+            give_up = now + MOVE_WAIT_MS;
+        if (now >= give_up) {
+            /* The mover is gone (a raw fork child inherits a closed gate)
+             * or stuck: do not wait for ever. */
+            gate_reopen(r);
+            give_up = 0;
+        }
+        pause_briefly();
+    }
+}
+
+void region_op_exit(struct vgpu_region *r)
+{
+    /* Release: this operation's accesses to the mapping happen before a
+     * mover that sees the count drop (acquire in gate_close) swaps it. */
+    atomic_sub(&r->move_gate, 1, RELEASE);
+}
+
+static bool gate_close(struct vgpu_region *r)
+{
+    uint64_t w = atomic_load_n(&r->move_gate, RELAXED);
+    /* Relaxed: the drain loop below does the acquiring. */
+    while (!atomic_cas(&r->move_gate, &w, w | MOVE_CLOSED, RELAXED, RELAXED))
+        ;
+    int64_t give_up = coarse_ms() + DRAIN_MS;
+    /* Acquire: pairs with region_op_exit's release. */
+    while ((atomic_load_n(&r->move_gate, ACQUIRE) & ~MOVE_CLOSED) != 0) {
+        if (coarse_ms() >= give_up) {
+            gate_reopen(r); /* a thread stays inside: try at the next check */
+            return false;
+        }
+        pause_briefly();
+    }
+    return true;
+}
+
+/* ---- Leaving the file ---- */
+
+static uint64_t own_total(const struct vgpu_region *r)
+{
+    uint64_t sum = 0;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        for (int k = 0; k < 3; k++)
+            sum += atomic_load_n(&r->own[d][k], RELAXED); /* a figure for a log */
+    return sum;
+}
+
+static bool file_intact(const struct vgpu_region *r)
+{
+    struct stat st;
+    return fstat(r->fd, &st) == 0 && (size_t)st.st_size == VGPU_FILE_SIZE;
+}
+
+/* The file was truncated under us: the SIGBUS guard has put a local region
+ * in place already, from our charges at the fault (a charge then in flight
+ * in another thread may be missing from it); build it again exactly, now
+ * that none is in flight, and drop the file. */
+static bool settle_lost(struct vgpu_region *r)
+{
+    while (atomic_load_n(&r->lost, RELAXED) == 2) /* a handler is at it */
+        sched_yield();
+    if (!gate_close(r))
+        return false;
+    local_install(r); /* if it fails, the guard's region stays */
+    if (r->fd >= 0)
+        close(r->fd); /* our attach and slot locks go with it */
+    r->fd = -1;
+    r->holds_attach = false;
+    atomic_store_n(&r->local, 1, RELAXED); /* read under the gate */
+    atomic_store_n(&r->lost, 0, RELAXED);
+    gate_reopen(r);
+    log_error("region %s was truncated while in use; this process enforces "
+              "its limit alone (%llu bytes carried) and rejoins the region "
+              "when it can", r->path, (unsigned long long)own_total(r));
+    return true;
+}
+
+static bool leave_file(struct vgpu_region *r, const char *why)
+{
+    if (!gate_close(r))
+        return false;
+    int slot = r->slot;
+    void *fresh = local_build(r);
+    if (fresh == NULL) {
+        gate_reopen(r);
+        return false;
+    }
+    /* Return our charges to the region we leave (others may still use it),
+     * unless its pages are gone; through a view, as r keeps its slot index
+     * for the local region. */
+    struct vgpu_region *old = calloc(1, sizeof *old);
+    if (old != NULL && file_intact(r)) {
+        *old = (struct vgpu_region){.base = r->base, .fd = r->fd,
+                                    .hami = r->hami, .ext = r->ext,
+                                    .ops = r->ops, .slot = slot,
+                                    .holds_attach = r->holds_attach};
+        memcpy(old->path, r->path, sizeof old->path);
+        vgpu_region_release_slot(old);
+    }
+    free(old);
+    if (mremap(fresh, VGPU_FILE_SIZE, VGPU_FILE_SIZE,
+               MREMAP_MAYMOVE | MREMAP_FIXED, r->base) == MAP_FAILED) {
+        /* Cannot happen short of the address space running out; keep the
+         * slot index in a mapping that still has the region's layout. */
+        munmap(fresh, VGPU_FILE_SIZE);
+    }
+    close(r->fd);
+    r->fd = -1;
+    r->holds_attach = false;
+    atomic_store_n(&r->local, 1, RELAXED); /* read under the gate */
+    gate_reopen(r);
+    log_error("region %s %s; this process enforces its limit alone (%llu "
+              "bytes carried) and rejoins the region when it can", r->path,
+              why, (unsigned long long)own_total(r));
+    return true;
+}
+
+/* What is wrong with the file we are attached to, or NULL. */
+static const char *file_trouble(struct vgpu_region *r)
+{
+    struct stat fs, ps;
+    if (fstat(r->fd, &fs) != 0)
+        return "cannot be looked at";
+    if ((size_t)fs.st_size != VGPU_FILE_SIZE)
+        return "changed size while in use";
+    if (fs.st_nlink == 0)
+        return "was deleted";
+    if (lstat(r->path, &ps) != 0)
+        return errno == ENOENT ? "was deleted" : NULL;
+    if (ps.st_dev != r->file_dev || ps.st_ino != r->file_ino)
+        return "was replaced by another file";
+    if (fs.st_uid != geteuid())
+        return "was given to another user";
+    mode_t open_bits = fs.st_mode & (S_IWGRP | S_IWOTH);
+    if (open_bits != 0 && fchmod(r->fd, fs.st_mode & 07777 & ~open_bits) == 0)
+        log_warn("region %s was made writable by others (mode %o); mode set "
+                 "back", r->path, (unsigned)(fs.st_mode & 07777));
+    const char *why = NULL;
+    if (region_validate(r->base, VGPU_FILE_SIZE, &why) != FILE_VALID)
+        return why;
+    return NULL;
+}
+
+/* ---- Joining again ---- */
+
+/* t's index of r's device i: by its UUID, recorded in t where t does not
+ * know that GPU yet (at i if free there); i where r knows no UUID. */
+static int index_in(struct vgpu_region *t, const struct vgpu_region *r, int i)
+{
+    const char *u = r->hami->uuids[i];
+    /* Acquire: pairs with the release of the first byte in set_device. */
+    if (atomic_load_n(&u[0], ACQUIRE) == 0)
+        return i;
+    int j = vgpu_region_uuid_index(t, u);
+    for (int k = 0; j < 0 && k < VGPU_MAX_DEVICES; k++) {
+        int at = (i + k) % VGPU_MAX_DEVICES;
+        if (atomic_load_n(&t->hami->uuids[at][0], ACQUIRE) == 0) /* as above */
+            j = at;
+    }
+    if (j < 0)
+        return i;
+    vgpu_region_set_device(t, j, u);
+    return j;
+}
+
+/* Add this process's charges to t (its slot and devices), each device at
+ * t's index of the same GPU (map). */
+static void carry_over(struct vgpu_region *t, const struct vgpu_region *r,
+                       int map[VGPU_MAX_DEVICES])
+{
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++)
+        map[i] = index_in(t, r, i);
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
+        int d = map[i];
+        uint64_t sum = 0;
+        for (int k = 0; k < 3; k++) {
+            uint64_t v = atomic_load_n(&r->own[i][k], RELAXED); /* gate closed */
+            if (v != 0)
+                slot_add(t, d, v, (enum vgpu_charge_kind)k);
+            sum += v;
+        }
+        if (sum != 0 && t->ops->device_counters) {
+            /* Held already: added even past the limit (then the others
+             * are refused until it is freed), never refused. */
+            uint64_t now = atomic_add(&t->ext->dev[d].used, sum, RELAXED) + sum;
+            atomic_max_u64(&t->ext->dev[d].peak, now);
+        }
+        uint64_t ctx = atomic_load_n(&r->ext->context_bytes[i], RELAXED); /* a size */
+        if (ctx != 0 && atomic_load_n(&t->ext->context_bytes[d], RELAXED) == 0)
+            atomic_store_n(&t->ext->context_bytes[d], ctx, RELAXED); /* a size */
+    }
+}
+
+/* Joined t: this process's counters and device numbers follow t's indices
+ * (the gate is closed; nothing changes where the numbering is the same). */
+static void renumber(struct vgpu_region *r, const int map[VGPU_MAX_DEVICES])
+{
+    uint64_t moved[VGPU_MAX_DEVICES][3];
+    memset(moved, 0, sizeof moved);
+    bool same = true;
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
+        same = same && map[i] == i;
+        for (int k = 0; k < 3; k++)
+            moved[map[i]][k] += atomic_load_n(&r->own[i][k], RELAXED); /* gate closed */
+    }
+    if (same)
+        return;
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++)
+        for (int k = 0; k < 3; k++)
+            atomic_store_n(&r->own[i][k], moved[i][k], RELAXED); /* gate closed */
+    for (int l = 0; l < VGPU_MAX_DEVICES; l++) {
+        int old = r->device_index[l] ? r->device_index[l] - 1 : l;
+        r->device_index[l] = (int8_t)(map[old] + 1);
+    }
+}
+
+static void drop_joined(struct vgpu_region *t)
+{
+    vgpu_region_release_slot(t);
+    munmap(t->base, VGPU_FILE_SIZE);
+    close(t->fd);
+}
+
+static bool rejoin(struct vgpu_region *r)
+{
+    struct vgpu_region *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return false;
+    t->slot = -1;
+    t->fd = -1;
+    memcpy(t->path, r->path, sizeof t->path);
+    for (uint32_t m = 0; m < MODE_COUNT; m++)
+        if (mode_ops(m) == r->ops)
+            t->want_mode = m;
+    struct vgpu_attach_options opts;
+    memset(&opts, 0, sizeof opts);
+    opts.path = r->path;
+    memcpy(opts.limits, r->limits, sizeof opts.limits);
+    bool joined = region_join_shared(t, &opts, false, true);
+    if (joined && t->ops != r->ops) {
+        static int warned;
+        if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: picks who logs */
+            log_warn("region %s is in mode \"%s\", this process counts in "
+                     "\"%s\": it stays alone", r->path, t->ops->name,
+                     r->ops->name);
+        drop_joined(t);
+        joined = false;
+    }
+    if (joined && !gate_close(r)) {
+        drop_joined(t);
+        joined = false;
+    }
+    int map[VGPU_MAX_DEVICES];
+    if (joined) {
+        carry_over(t, r, map);
+        joined = mremap(t->base, VGPU_FILE_SIZE, VGPU_FILE_SIZE,
+                        MREMAP_MAYMOVE | MREMAP_FIXED, r->base) != MAP_FAILED;
+        if (!joined)
+            drop_joined(t); /* the slot's carried charges go back with it */
+        else {
+            renumber(r, map);
+            r->fd = t->fd;
+            /* Relaxed: usable() reads it outside the gate, as a flag. */
+            atomic_store_n(&r->slot, t->slot, RELAXED);
+            r->holds_attach = t->holds_attach;
+            r->file_dev = t->file_dev;
+            r->file_ino = t->file_ino;
+            atomic_store_n(&r->local, 0, RELAXED); /* read under the gate */
+        }
+        gate_reopen(r);
+        if (joined)
+            log_warn("region %s joined again; %llu bytes of this process "
+                     "carried over", r->path, (unsigned long long)own_total(r));
+    }
+    free(t);
+    return joined;
+}
+
+/* ---- When ---- */
+
+bool region_check_now(struct vgpu_region *r)
+{
+    if (pthread_mutex_trylock(&move_lock) != 0)
+        return false; /* another thread is at it */
+    bool moved = false;
+    /* Acquire: pairs with the release in region_rejoin_after_fork. A fork
+     * child's handle is its own only after it joined. */
+    if (r->pid == getpid() && !atomic_load_n(&r->forked, ACQUIRE) && r->base) {
+        if (atomic_load_n(&r->lost, RELAXED)) /* set by the SIGBUS guard */
+            moved = settle_lost(r);
+        if (!atomic_load_n(&r->local, RELAXED) &&
+            !atomic_load_n(&r->lost, RELAXED)) {
+            const char *why = file_trouble(r);
+            if (why != NULL)
+                moved = leave_file(r, why);
+            else
+                local_remember(r);
+        }
+        if (atomic_load_n(&r->local, RELAXED))
+            moved |= rejoin(r);
+    }
+    pthread_mutex_unlock(&move_lock);
+    return moved;
+}
+
+/* ---- The watcher ---- */
+
+#define WATCH_MAX 16
+static struct vgpu_region *watched[WATCH_MAX];
+static pthread_mutex_t watcher_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t watcher_pid; /* the process whose watcher runs (under watcher_lock) */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* No move is half-done at fork: the child's copy of move_lock is free. */
+static void before_fork(void) { pthread_mutex_lock(&move_lock); }
+static void after_fork(void) { pthread_mutex_unlock(&move_lock); }
+static void install_atfork(void) { pthread_atfork(before_fork, after_fork, after_fork); }
+
+static void *watch(void *unused)
+{
+    (void)unused;
+    for (;;) {
+        struct timespec ts = {CHECK_MS / 1000, (CHECK_MS % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        for (int i = 0; i < WATCH_MAX; i++) {
+            /* Acquire: pairs with the release in region_watch. */
+            struct vgpu_region *r = atomic_load_n(&watched[i], ACQUIRE);
+            if (r != NULL)
+                region_check_now(r);
+        }
+    }
+    return NULL;
+}
+
+static void start_watcher(void)
+{
+    pthread_mutex_lock(&watcher_lock);
+    if (watcher_pid != getpid()) {
+        /* Only synchronous signals may reach it: the application's signals
+         * go to its own threads. */
+        sigset_t all, old;
+        sigfillset(&all);
+        sigdelset(&all, SIGBUS);
+        sigdelset(&all, SIGSEGV);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 64 * 1024);
+        pthread_t t;
+        if (pthread_create(&t, &attr, watch, NULL) == 0)
+            watcher_pid = getpid();
+        else
+            log_warn("no watcher thread: a process moves only when it charges");
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    pthread_mutex_unlock(&watcher_lock);
+}
+
+static bool watch_in(struct vgpu_region *r, bool replace_foreign)
+{
+    for (int i = 0; i < WATCH_MAX; i++) {
+        struct vgpu_region *cur = atomic_load_n(&watched[i], RELAXED);
+        if (cur == r) /* already: a fork child joining again */
+            return true;
+        /* In a fork child, the parent's handles that were not joined again
+         * (their pid is the parent's) give their place. */
+        if (cur != NULL && !(replace_foreign && cur->pid != getpid()))
+            continue;
+        /* Release: the handle is complete before the watcher reads it. */
+        if (atomic_cas(&watched[i], &cur, r, RELEASE, RELAXED))
+            return true;
+    }
+    return false;
+}
+
+void region_watch(struct vgpu_region *r)
+{
+    pthread_once(&atfork_once, install_atfork);
+    static int warned;
+    if (!watch_in(r, false) && !watch_in(r, true) &&
+        !atomic_xchg(&warned, 1, RELAXED)) /* relaxed: picks who logs */
+        log_warn("region %s: more than %d regions in this process; this one "
+                 "is looked at only before a refusal", r->path, WATCH_MAX);
+    start_watcher();
+}
+
+void region_unwatch(struct vgpu_region *r)
+{
+    for (int i = 0; i < WATCH_MAX; i++) {
+        struct vgpu_region *mine = r;
+        atomic_cas(&watched[i], &mine, NULL, RELAXED, RELAXED); /* see below */
+    }
+    /* A check of r in progress holds move_lock: wait for it to end (it is
+     * bounded) before the caller frees r. */
+    pthread_mutex_lock(&move_lock);
+    pthread_mutex_unlock(&move_lock);
+}
