@@ -5,12 +5,24 @@
  * against per-device limits. Guarantees (see DESIGN.md):
  *  - try_charge checks and charges in one atomic step, so the bytes charged on
  *    a device never exceed its limit, whatever the concurrency;
- *  - attach takes no semaphore and never sleeps; only the first process waits
- *    microseconds on a lock the kernel releases if it dies;
+ *  - attach takes no semaphore and, on its normal path, never sleeps: only
+ *    while another process initializes the file (microseconds, under a
+ *    lock the kernel releases if it dies) does it poll, for at most 2 s
+ *    (that process may be stopped);
  *  - a process killed at any point blocks nobody; its slot and charges are
  *    reclaimed exactly once (at most its in-flight charge leaks, counted too
  *    high, and that is healed when no live process remains);
- *  - charge, uncharge and used are O(1) in the number of processes.
+ *  - charge, uncharge and used are O(1) in the number of processes;
+ *  - fail closed: where a limit is configured and the file cannot be used
+ *    (or is truncated, deleted, replaced or damaged under the process), the
+ *    process counts itself alone against the limit and joins the file again
+ *    when it can, carrying its charges (a watcher thread looks once a
+ *    second).
+ *
+ * Caveats: the watcher is a thread of the process (all signals blocked but
+ * SIGBUS and SIGSEGV); a SIGBUS handler is installed at the first attach
+ * (it acts only on faults inside a region's mapping and passes every other
+ * SIGBUS on); a handler the application installs later replaces it.
  */
 #ifndef VGPU_REGION_H
 #define VGPU_REGION_H
