@@ -409,10 +409,31 @@ static void *watch(void *unused)
     return NULL;
 }
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VGPU_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define VGPU_TSAN 1
+#endif
+
+/* ThreadSanitizer cannot start threads in the child of a multi-threaded
+ * fork (glibc can): under it only, such a child (its parent had a watcher)
+ * goes without one and moves only before a refusal. */
+static bool may_start(void)
+{
+#ifdef VGPU_TSAN
+    return watcher_pid == 0;
+#else
+    return true;
+#endif
+}
+
 static void start_watcher(void)
 {
     pthread_mutex_lock(&watcher_lock);
-    if (watcher_pid != getpid()) {
+    if (watcher_pid != getpid() && may_start()) {
         /* Only synchronous signals may reach it: the application's signals
          * go to its own threads. */
         sigset_t all, old;
