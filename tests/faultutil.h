@@ -89,3 +89,22 @@ static inline pid_t idle_holder(const char *path, uint64_t limit, uint64_t held,
     vgpu_region_detach(r);
     _exit(0);
 }
+
+/* A new process attaches to path and finds `room` bytes of the limit free,
+ * and no more. (A child, so that this process stays single-threaded: its
+ * later children then start watchers even under ThreadSanitizer.) */
+static inline void new_process_finds_room(const char *path, uint64_t limit,
+                                          uint64_t room)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct vgpu_region *r = attach_limited(path, limit);
+        CHECK(r != NULL && !vgpu_region_is_local(r), "a new process joins");
+        check_room(r, room, "a new process");
+        vgpu_region_detach(r);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+          WEXITSTATUS(status) == 0, "the new process");
+}

@@ -18,10 +18,7 @@ static void delete_under(const char *path)
     CHECK(get_byte(report[0]) == 'h', "holder ready");
     CHECK(unlink(path) == 0, "delete");
     WAIT_UNTIL(file_used(path) == HELD); /* the holder moved */
-    struct vgpu_region *r = attach_limited(path, LIMIT);
-    CHECK(r != NULL && !vgpu_region_is_local(r), "a new process joins");
-    check_room(r, LIMIT - HELD, "no second, empty limit");
-    vgpu_region_detach(r);
+    new_process_finds_room(path, LIMIT, LIMIT - HELD); /* no second limit */
     put_byte(go[1], 'g');
     CHECK(wait_children(1) == 0, "holder");
     CHECK(file_used(path) == 0, "back to zero");

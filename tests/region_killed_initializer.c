@@ -12,7 +12,7 @@
 #include "faultutil.h"
 #include "region/layout.h"
 
-#define PROCS ((int)soak_knob("VGPU_SOAK_WAITERS", 96))
+#define PROCS ((int)soak_knob("VGPU_SOAK_WAITERS", 48))
 #define ROUNDS ((int)soak_knob("VGPU_SOAK_ROUNDS", 2))
 #define LIMIT (1ull << 30)
 #define EACH MiB

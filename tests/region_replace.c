@@ -23,9 +23,7 @@ static void replace_under(const char *path, bool valid_region)
     snprintf(other, sizeof other, "%s.new", path);
     unlink(other);
     if (valid_region) {
-        struct vgpu_region *fresh = attach_limited(other, LIMIT);
-        CHECK(fresh != NULL, "a fresh region");
-        vgpu_region_detach(fresh);
+        new_process_finds_room(other, LIMIT, LIMIT); /* makes a region */
     } else {
         int fd = open(other, O_RDWR | O_CREAT, 0600);
         CHECK(fd >= 0, "an empty file");
@@ -33,10 +31,7 @@ static void replace_under(const char *path, bool valid_region)
     }
     CHECK(rename(other, path) == 0, "replace");
     WAIT_UNTIL(file_used(path) == HELD); /* the holder moved */
-    struct vgpu_region *r = attach_limited(path, LIMIT);
-    CHECK(r != NULL && !vgpu_region_is_local(r), "a new process joins");
-    check_room(r, LIMIT - HELD, "no second, empty limit");
-    vgpu_region_detach(r);
+    new_process_finds_room(path, LIMIT, LIMIT - HELD); /* no second limit */
     put_byte(go[1], 'g');
     CHECK(wait_children(1) == 0, "holder");
     CHECK(file_used(path) == 0, "back to zero");
