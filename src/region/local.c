@@ -94,7 +94,7 @@ bool local_start(struct vgpu_region *r)
         r->ops = mode_ops(r->want_mode);
     if (r->slot < 0)
         r->slot = 0;
-    r->hostpid = proc_host_pid();
+    r->hostpid = proc_host_pid_known(); /* no /proc read at attach */
     void *base = local_build(r);
     if (base == NULL) {
         log_error("region %s: no memory for process-local accounting; "
