@@ -39,7 +39,7 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
         "their lock file (HAMi-core's host-PID detection)"},
     [VGPU_ENV_CONTEXT_BYTES] = {"VGPU_CONTEXT_BYTES", NULL, true,
         "device memory a context is assumed to take until one is measured "
-        "through NVML, and where it cannot be (default 512m, e.g. 416m)"},
+        "through NVML, and where it cannot be (default 1g, e.g. 520m)"},
     [VGPU_ENV_VISIBLE_DEVICES] = {"CUDA_VISIBLE_DEVICES", NULL, true,
         "the devices CUDA numbers (set by the container runtime); read to "
         "match NVML's devices to CUDA's"},

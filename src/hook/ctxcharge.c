@@ -6,9 +6,14 @@
 #include "log.h"
 #include "vgpu/config.h"
 
-/* Assumed before any measurement (an H100's is 518 MiB with driver 580);
- * the first creation that can be measured corrects it. */
-#define CONTEXT_GUESS (512ull << 20)
+/* Reserved before any measurement, and an upper bound on purpose: the first
+ * creations that can be measured shrink to the real size (an H100's is
+ * 518 MiB with driver 580), which always succeeds. A guess below the real
+ * size must grow after the creation, and when processes start together
+ * their guesses have filled the limit by then: every one of them was
+ * refused (8 racing processes under 4 GiB on the H100 got no context at
+ * all with a 512 MiB guess). */
+#define CONTEXT_GUESS (1024ull << 20)
 
 /* Recorded for a context measured to take nothing (the simulated GPU's),
  * since 0 in the region means "not measured yet". */
@@ -21,7 +26,7 @@ static uint64_t assumed_size(struct vgpu_region *r, int dev)
     if (text != NULL && !vgpu_parse_size(text, &bytes)) {
         static int warned;
         if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */
-            log_warn("VGPU_CONTEXT_BYTES=%s is not a size: 512m is assumed", text);
+            log_warn("VGPU_CONTEXT_BYTES=%s is not a size: 1g is assumed", text);
         bytes = CONTEXT_GUESS;
     }
     /* More than the limit would refuse every first context forever: the

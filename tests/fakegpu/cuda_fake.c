@@ -70,6 +70,9 @@ static CUresult ctx_start(struct fg_ctx *c, int ordinal)
 
 static void ctx_stop(struct fg_ctx *c)
 {
+    uint64_t delay_ms = env_u64("FAKEGPU_CTX_DELAY_MS"); /* teardown takes time too */
+    if (delay_ms)
+        usleep((useconds_t)(delay_ms * 1000));
     if (c->overhead)
         fg_release(c->physical, c->overhead);
     c->overhead = 0;
