@@ -1,6 +1,8 @@
 /* A context's size: known, assumed, or measured across its creation. */
 #include "hook/ctxcharge.h"
 
+#include <time.h>
+
 #include "atomic.h"
 #include "hook/account.h"
 #include "log.h"
@@ -35,16 +37,43 @@ static uint64_t assumed_size(struct vgpu_region *r, int dev)
     return limit > 0 && bytes > limit ? limit : bytes;
 }
 
+/* Bound on waiting for another process's measurement (a context takes
+ * 0.1-0.5 s to create on an H100). */
+#define MEASUREMENT_WAIT_MS 2000
+
+/* The guess did not fit while the size is unknown: processes starting
+ * together hold guesses that shrink to the real size once measured. Wait
+ * for that figure (bounded; no lock: a poll of one field of the region),
+ * so that a context that fits is not refused for the guess's sake. */
+static uint64_t wait_for_measurement(struct vgpu_region *r, int dev)
+{
+    const struct timespec ms = {0, 1000 * 1000};
+    for (int i = 0; i < MEASUREMENT_WAIT_MS; i++) {
+        uint64_t known = vgpu_region_context_bytes(r, dev);
+        if (known != 0)
+            return known;
+        nanosleep(&ms, NULL);
+    }
+    return 0;
+}
+
+static uint64_t known_size(uint64_t known)
+{
+    return known == MEASURED_ZERO ? 0 : known;
+}
+
 bool ctx_charge_begin(struct ctx_charge *cc, int dev)
 {
     struct vgpu_region *r = account_region();
     uint64_t known = charge_nested() ? 0 : vgpu_region_context_bytes(r, dev);
-    uint64_t bytes = known == MEASURED_ZERO ? 0
-                     : known > 0            ? known
-                                            : assumed_size(r, dev);
+    uint64_t bytes = known != 0 ? known_size(known) : assumed_size(r, dev);
     cc->measuring = false;
-    if (!charge_begin(&cc->c, dev, bytes, VGPU_CHARGE_CONTEXT))
-        return false;
+    if (!charge_begin(&cc->c, dev, bytes, VGPU_CHARGE_CONTEXT)) {
+        if (known != 0 || charge_nested() || r == NULL ||
+            (known = wait_for_measurement(r, dev)) == 0)
+            return false;
+        return charge_begin(&cc->c, dev, known_size(known), VGPU_CHARGE_CONTEXT);
+    }
     if (known == 0 && cc->c.dev >= 0) {
         cc->mine = vgpu_region_process_used(r, dev);
         cc->measuring = nvml_list_read(dev, &cc->before);

@@ -1,7 +1,9 @@
 /* A context's charge: what creating a context (primary, created or green)
  * reserves before the driver is asked. Its size comes from the region,
  * where the first process that could measure it recorded it; until then it
- * is VGPU_CONTEXT_BYTES or 512 MiB (at most the limit), and the creation
+ * is VGPU_CONTEXT_BYTES or 1 GiB (at most the limit; a creation for which
+ * that guess does not fit waits, at most 2 s, for another process's
+ * measurement and reserves the real size), and the creation
  * is measured through NVML (this process's usage after less before, so
  * neither other processes, nor this process's other contexts, nor memory
  * that outlived a reset enter the figure) and the reservation corrected. */
