@@ -37,29 +37,41 @@ static uint64_t assumed_size(struct vgpu_region *r, int dev)
     return limit > 0 && bytes > limit ? limit : bytes;
 }
 
-/* Bound on waiting for another process's measurement (a context takes
- * 0.1-0.5 s to create on an H100). */
-#define MEASUREMENT_WAIT_MS 2000
+/* Bound on waiting for other processes' measurement and shrinking: a
+ * context takes 0.1-0.5 s to create on an H100, and the driver serializes
+ * creations (32 processes starting together took 7 s in all). */
+#define MEASUREMENT_WAIT_NS (10000ull * 1000 * 1000)
 
-/* The guess did not fit while the size is unknown: processes starting
- * together hold guesses that shrink to the real size once measured. Wait
- * for that figure (bounded; no lock: a poll of one field of the region),
- * so that a context that fits is not refused for the guess's sake. */
-static uint64_t wait_for_measurement(struct vgpu_region *r, int dev)
+static uint64_t now_ns(void)
 {
-    const struct timespec ms = {0, 1000 * 1000};
-    for (int i = 0; i < MEASUREMENT_WAIT_MS; i++) {
-        uint64_t known = vgpu_region_context_bytes(r, dev);
-        if (known != 0)
-            return known;
-        nanosleep(&ms, NULL);
-    }
-    return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t known_size(uint64_t known)
 {
     return known == MEASURED_ZERO ? 0 : known;
+}
+
+/* The guess did not fit while the size is unknown: processes starting
+ * together hold guesses that shrink to the real size once their creations
+ * are measured. Wait for the figure, then for room at that size (bounded;
+ * no lock: polls of the region every millisecond), so that a context that
+ * fits is not refused for the guess's sake. */
+static bool charge_when_measured(struct ctx_charge *cc, struct vgpu_region *r,
+                                 int dev)
+{
+    const struct timespec ms = {0, 1000 * 1000};
+    uint64_t deadline = now_ns() + MEASUREMENT_WAIT_NS;
+    do {
+        nanosleep(&ms, NULL);
+        uint64_t known = vgpu_region_context_bytes(r, dev);
+        if (known != 0 &&
+            charge_begin(&cc->c, dev, known_size(known), VGPU_CHARGE_CONTEXT))
+            return true;
+    } while (now_ns() < deadline);
+    return false;
 }
 
 bool ctx_charge_begin(struct ctx_charge *cc, int dev)
@@ -68,12 +80,9 @@ bool ctx_charge_begin(struct ctx_charge *cc, int dev)
     uint64_t known = charge_nested() ? 0 : vgpu_region_context_bytes(r, dev);
     uint64_t bytes = known != 0 ? known_size(known) : assumed_size(r, dev);
     cc->measuring = false;
-    if (!charge_begin(&cc->c, dev, bytes, VGPU_CHARGE_CONTEXT)) {
-        if (known != 0 || charge_nested() || r == NULL ||
-            (known = wait_for_measurement(r, dev)) == 0)
-            return false;
-        return charge_begin(&cc->c, dev, known_size(known), VGPU_CHARGE_CONTEXT);
-    }
+    if (!charge_begin(&cc->c, dev, bytes, VGPU_CHARGE_CONTEXT))
+        return known == 0 && !charge_nested() && r != NULL &&
+               charge_when_measured(cc, r, dev);
     if (known == 0 && cc->c.dev >= 0) {
         cc->mine = vgpu_region_process_used(r, dev);
         cc->measuring = nvml_list_read(dev, &cc->before);

@@ -2,7 +2,7 @@
  * reserves before the driver is asked. Its size comes from the region,
  * where the first process that could measure it recorded it; until then it
  * is VGPU_CONTEXT_BYTES or 1 GiB (at most the limit; a creation for which
- * that guess does not fit waits, at most 2 s, for another process's
+ * that guess does not fit waits, at most 10 s, for another process's
  * measurement and reserves the real size), and the creation
  * is measured through NVML (this process's usage after less before, so
  * neither other processes, nor this process's other contexts, nor memory
