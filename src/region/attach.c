@@ -202,7 +202,12 @@ static bool map_valid(struct vgpu_region *r, const char **why)
 }
 
 /* What one attempt at the attach lock found. */
-enum attempt { ATTACHED, WAIT, REFUSED };
+enum attempt {
+    ATTACHED,
+    BUSY,    /* an initializer holds the write lock (microseconds, or stopped) */
+    INVALID, /* invalid under readers: a creator died half-way, or damage */
+    REFUSED,
+};
 
 static enum attempt refused_no_locks(struct vgpu_region *r)
 {
@@ -243,7 +248,7 @@ static enum attempt try_attach(struct vgpu_region *r,
     *why = "another process has held the region's initialization lock for "
            "over 2 s (stopped?)";
     if (rd == LOCK_BUSY)
-        return WAIT;
+        return BUSY;
     r->holds_attach = true;
     if (map_valid(r, why))
         return ATTACHED;
@@ -251,34 +256,39 @@ static enum attempt try_attach(struct vgpu_region *r,
      * waited (one of them repairs it when alone), or damage while in use. */
     byte_unlock(r->fd, LOCK_ATTACH);
     r->holds_attach = false;
-    return WAIT;
+    return INVALID;
 }
 
-/* The slow path, bounded: one waiter at a time (LOCK_INIT's holder) tries
- * the attach lock, the others sleep until it is done. */
+/* The slow path, bounded. While an initializer holds the write lock, poll
+ * (it converts to a read lock in microseconds). Once the file was found
+ * invalid under readers, one waiter at a time (LOCK_INIT's holder) tries the
+ * attach lock, so that the others' read locks cannot starve the one that
+ * would repair it. */
 static bool attach_waiting(struct vgpu_region *r,
                            const struct vgpu_attach_options *opts,
-                           const char **why)
+                           const char **why, enum attempt got)
 {
-    bool holder = false;
-    enum attempt got = WAIT;
+    bool holder = false, repairing = got == INVALID;
     double waited = 0;
-    for (int n = 0; got == WAIT && waited < LOCK_WAIT_MS; n++) {
+    for (int n = 0; (got == BUSY || got == INVALID) && waited < LOCK_WAIT_MS;
+         n++) {
         waited += lock_backoff(n);
-        if (!holder) {
+        if (repairing && !holder) {
             enum lock_result i = byte_try(r->fd, LOCK_INIT, BYTE_WRITE);
             if (i == LOCK_BROKEN) {
                 got = refused_no_locks(r);
                 break;
             }
             holder = i == LOCK_TAKEN;
+            if (!holder && byte_locked_elsewhere(r->fd, LOCK_INIT))
+                continue; /* another waiter is at it */
         }
-        if (holder || !byte_locked_elsewhere(r->fd, LOCK_INIT))
-            got = try_attach(r, opts, why);
+        got = try_attach(r, opts, why);
+        repairing = repairing || got == INVALID;
     }
     if (holder)
         byte_unlock(r->fd, LOCK_INIT);
-    if (got == WAIT)
+    if (got == BUSY || got == INVALID)
         region_refuse("region %s: %s", r->path, *why);
     return got == ATTACHED;
 }
@@ -288,9 +298,9 @@ static bool take_attach_lock(struct vgpu_region *r,
 {
     const char *why = "unknown";
     enum attempt got = try_attach(r, opts, &why);
-    if (got == WAIT && wait)
-        return attach_waiting(r, opts, &why);
-    if (got == WAIT)
+    if ((got == BUSY || got == INVALID) && wait)
+        return attach_waiting(r, opts, &why, got);
+    if (got == BUSY || got == INVALID)
         region_refuse("region %s: %s", r->path, why);
     return got == ATTACHED;
 }

@@ -31,9 +31,9 @@ enum lock_result byte_try(int fd, uint64_t at, enum lock_kind kind)
 
 double lock_backoff(int n)
 {
-    long us = 100L << (n < 9 ? n : 9);
-    if (us > 50000)
-        us = 50000;
+    long us = 20L << (n < 7 ? n : 7);
+    if (us > 2000)
+        us = 2000;
     struct timespec ts = {0, us * 1000L};
     nanosleep(&ts, NULL);
     return (double)us / 1000.0;

@@ -40,7 +40,7 @@ void byte_unlock(int fd, uint64_t at);
 /* True when some other open file description holds a lock on byte `at`. */
 bool byte_locked_elsewhere(int fd, uint64_t at);
 
-/* Sleep for the n-th step of a bounded poll (0.1 ms doubling to 50 ms) and
+/* Sleep for the n-th step of a bounded poll (20 us doubling to 2 ms) and
  * return the milliseconds slept, for the caller's budget. */
 double lock_backoff(int n);
 
