@@ -116,3 +116,11 @@ row "8 ranks, one GPU: start-up max s, plain" - plain_ranks_startup_max_s
 row "8 ranks holding 448 MiB each: 2 GiB more, vgpu" CUDA_ERROR_OUT_OF_MEMORY vgpu_ranks_extra_gib
 row "start-up to first cudaMalloc s, vgpu" - vgpu_startup_median_s
 row "start-up to first cudaMalloc s, plain" - plain_startup_median_s
+
+# Issue 9: what the GPU holds for the container's processes (NVML, sampled
+# without vgpu) per probe; VGPU_GPU_EXACT=0 leaves it to a separate run of
+# scripts/gpu-exact.sh (each device command has 10 minutes).
+if [ "${VGPU_GPU_EXACT:-1}" = 1 ]; then
+    echo
+    timeout 900 bash scripts/gpu-exact.sh "$RES/exact" 2>&1 | tail -n 40
+fi

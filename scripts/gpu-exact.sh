@@ -7,6 +7,7 @@
 # region. Prints a table last: probe | peak MiB (NVML) | limit | vgpu's peak.
 # Usage: scripts/gpu-exact.sh [results-dir] (builds into build-gpu, as
 # scripts/gpu-check.sh does; run that first or let this build).
+# VGPU_EXACT_BASELINE=1 runs the same probes without vgpu (the "before").
 set -u
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
@@ -46,7 +47,11 @@ region_mib() { # used or peak of device 0, MiB
     $B/vgpuctl --file "$REGION" status --json 2>/dev/null |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["devices"][0][sys.argv[1]] >> 20)' "$1"
 }
-vg() {
+vg() { # VGPU_EXACT_BASELINE=1: the same probes without vgpu ("before")
+    if [ "${VGPU_EXACT_BASELINE:-0}" = 1 ]; then
+        "$@"
+        return
+    fi
     env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=${LIMIT_MIB}m \
         CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" "$@"
 }

@@ -48,6 +48,15 @@ static void scenario(void)
     CU_OK(cuModuleUnload(m));
     CU_OK(cuMemAlloc_v2(&b, 2 * MiB)); /* reconciled again */
     agree("after unload");
+    /* At rest, with no charge to trigger it: the process's own thread. */
+    image = cubin_build(0, &size);
+    CU_OK(cuModuleLoadData(&m, image));
+    free(image);
+    CU_OK(cuModuleGetFunction(&f, m, "_Z1kPf"));
+    for (int i = 0; i < 500 && region_used(0) < fakegpu_device_used(0) - GiB / 50; i++)
+        usleep(10000);
+    agree("at rest");
+    CU_OK(cuModuleUnload(m));
     CU_OK(cuMemFree_v2(a));
     CU_OK(cuMemFree_v2(b));
 }

@@ -2,6 +2,7 @@
 #include "hook/reconcile.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,9 +16,11 @@
 
 #define PROBE_BYTES (64ull << 20)
 
-/* Per device, this process's: guarded by `lock`, except `next_ns`, read
- * without it as a hint (relaxed: a stale value only delays or repeats a
- * reconciliation that re-checks under the lock). */
+/* Per device, this process's: guarded by `lock`; `next_ns` and `unpaid`
+ * are also read without it as hints, so they are written atomically
+ * (relaxed: a stale value only delays or repeats a reconciliation that
+ * re-checks under the lock). A fork waits for a reconciliation in progress
+ * (the lock is taken around it) so that the child's lock is free. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t owner;                         /* the process these are for */
 static uint64_t implicit[VGPU_MAX_DEVICES]; /* charged as module bytes */
@@ -25,6 +28,7 @@ static uint64_t unpaid[VGPU_MAX_DEVICES];   /* held by the driver, not yet charg
 static uint64_t next_ns[VGPU_MAX_DEVICES];  /* earliest next reading */
 static uint64_t last_full_ns[VGPU_MAX_DEVICES];
 static __thread int inside; /* this thread is reconciling (the probe) */
+static pid_t watcher_of;    /* the process whose watcher thread runs */
 
 static uint64_t now_ns(void)
 {
@@ -44,8 +48,11 @@ static void own_state(void)
 {
     if (owner != getpid()) {
         owner = getpid();
-        for (int d = 0; d < VGPU_MAX_DEVICES; d++)
-            implicit[d] = unpaid[d] = next_ns[d] = last_full_ns[d] = 0;
+        for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+            implicit[d] = last_full_ns[d] = 0;
+            atomic_store_n(&unpaid[d], 0, RELAXED); /* hints, see above */
+            atomic_store_n(&next_ns[d], 0, RELAXED);
+        }
     }
 }
 
@@ -66,11 +73,14 @@ static void learn_pid(struct vgpu_region *r, int dev, struct nvml_list *l)
     vgpu_region_uncharge(r, dev, PROBE_BYTES, VGPU_CHARGE_MODULE);
 }
 
-/* Bring implicit[dev] to what NVML holds beyond our other charges. */
-static void reconcile(struct vgpu_region *r, int dev)
+/* Bring implicit[dev] to what NVML holds beyond our other charges. Only a
+ * thread in a hook (with a context) may learn the pid: `learn`. */
+static void reconcile(struct vgpu_region *r, int dev, bool learn)
 {
     struct nvml_list l;
     if (!nvml_list_read(dev, &l))
+        return;
+    if (!nvml_self_pid_known() && !learn)
         return;
     if (!nvml_self_pid_known()) {
         learn_pid(r, dev, &l);
@@ -85,7 +95,7 @@ static void reconcile(struct vgpu_region *r, int dev)
         vgpu_region_uncharge(r, dev, implicit[dev] - target, VGPU_CHARGE_MODULE);
         implicit[dev] = target;
     }
-    unpaid[dev] = target - implicit[dev];
+    atomic_store_n(&unpaid[dev], target - implicit[dev], RELAXED); /* a hint */
 }
 
 /* Charge what is unpaid, if it fits. */
@@ -96,8 +106,63 @@ static bool pay(struct vgpu_region *r, int dev)
     if (!vgpu_region_try_charge(r, dev, unpaid[dev], VGPU_CHARGE_MODULE))
         return false;
     implicit[dev] += unpaid[dev];
-    unpaid[dev] = 0;
+    atomic_store_n(&unpaid[dev], 0, RELAXED); /* a hint outside the lock */
     return true;
+}
+
+/* At rest no charge comes to reconcile: a thread of this process does it
+ * every five intervals for the devices it charged on (signals blocked: they
+ * are the application's). It only reads NVML and the region. */
+static void *watch(void *unused)
+{
+    (void)unused;
+    for (;;) {
+        uint64_t every = interval_ns() * 5;
+        struct timespec ts = {(time_t)(every / 1000000000ull),
+                              (long)(every % 1000000000ull)};
+        if (every < 10000000ull)
+            ts = (struct timespec){0, 10000000}; /* at most 100 times a second */
+        nanosleep(&ts, NULL);
+        struct vgpu_region *r = account_region();
+        pthread_mutex_lock(&lock);
+        own_state();
+        for (int d = 0; r != NULL && d < VGPU_MAX_DEVICES; d++)
+            if (next_ns[d] != 0 && vgpu_region_limit(r, d) > 0) {
+                reconcile(r, d, false);
+                pay(r, d);
+            }
+        pthread_mutex_unlock(&lock);
+    }
+    return NULL;
+}
+
+static void before_fork(void) { pthread_mutex_lock(&lock); }
+static void after_fork(void) { pthread_mutex_unlock(&lock); }
+
+static void register_fork_handlers(void)
+{
+    pthread_atfork(before_fork, after_fork, after_fork);
+}
+
+/* Caller holds `lock`. */
+static void start_watcher(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_fork_handlers);
+    if (watcher_of == getpid())
+        return;
+    watcher_of = getpid();
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, watch, NULL) != 0)
+        log_debug("no reconciliation thread: only charges reconcile");
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 bool reconcile_before_charge(int dev, uint64_t bytes)
@@ -116,13 +181,14 @@ bool reconcile_before_charge(int dev, uint64_t bytes)
     bool ok = true;
     uint64_t every = interval_ns();
     if (next_ns[dev] == 0) {
-        next_ns[dev] = now + every; /* not on the first charge */
+        atomic_store_n(&next_ns[dev], now + every, RELAXED); /* not now */
         last_full_ns[dev] = now;
+        start_watcher();
     } else if (now >= next_ns[dev]) {
         bool near = vgpu_region_used(r, dev) + bytes >= limit / 4 * 3;
         if (near || now - last_full_ns[dev] >= 1000000000ull || every == 0) {
             inside = 1;
-            reconcile(r, dev);
+            reconcile(r, dev, true);
             inside = 0;
             last_full_ns[dev] = now;
         }

@@ -5,7 +5,8 @@
  * Off the hot path: at most every VGPU_RECONCILE_MS (100 ms), only when the
  * device's usage is near its limit (three quarters) or a second has passed,
  * never before the first interval after this process's first charge (so
- * never on the application's first CUDA call). In a pid namespace that
+ * never on the application's first CUDA call); at rest, by a thread of the
+ * process (started at its first charge) every five intervals. In a pid namespace that
  * hides the host's pids, this process's pid in NVML is learned once with a
  * probe allocation: the one pid that grew by it. */
 #ifndef VGPU_HOOK_RECONCILE_H
