@@ -29,6 +29,7 @@ static uint64_t next_ns[VGPU_MAX_DEVICES];  /* earliest next reading */
 static uint64_t last_full_ns[VGPU_MAX_DEVICES];
 static __thread int inside; /* this thread is reconciling (the probe) */
 static pid_t watcher_of;    /* the process whose watcher thread runs */
+static bool stopping;       /* exit has begun: the watcher touches nothing */
 
 static uint64_t now_ns(void)
 {
@@ -125,6 +126,10 @@ static void *watch(void *unused)
         nanosleep(&ts, NULL);
         struct vgpu_region *r = account_region();
         pthread_mutex_lock(&lock);
+        if (stopping) {
+            pthread_mutex_unlock(&lock);
+            return NULL;
+        }
         own_state();
         for (int d = 0; r != NULL && d < VGPU_MAX_DEVICES; d++)
             if (next_ns[d] != 0 && vgpu_region_limit(r, d) > 0) {
@@ -139,9 +144,19 @@ static void *watch(void *unused)
 static void before_fork(void) { pthread_mutex_lock(&lock); }
 static void after_fork(void) { pthread_mutex_unlock(&lock); }
 
+/* At exit, before the library's destructor gives the slot back (atexit
+ * handlers run before destructors): the watcher stops touching the region. */
+static void stop_watcher(void)
+{
+    pthread_mutex_lock(&lock);
+    stopping = true;
+    pthread_mutex_unlock(&lock);
+}
+
 static void register_fork_handlers(void)
 {
     pthread_atfork(before_fork, after_fork, after_fork);
+    atexit(stop_watcher);
 }
 
 /* Caller holds `lock`. */
