@@ -79,13 +79,18 @@ static void learn_pid(struct vgpu_region *r, int dev, struct nvml_list *l)
 static void reconcile(struct vgpu_region *r, int dev, bool learn)
 {
     struct nvml_list l;
-    if (!nvml_list_read(dev, &l))
+    /* Charged before the driver allocates, uncharged after it frees: NVML
+     * never shows more than the charges unless one of them moved while it
+     * was read (another thread's free): then this round is void. */
+    uint64_t before = vgpu_region_process_used(r, dev);
+    if (!nvml_list_read(dev, &l) || vgpu_region_process_used(r, dev) != before)
         return;
     if (!nvml_self_pid_known() && !learn)
         return;
     if (!nvml_self_pid_known()) {
         learn_pid(r, dev, &l);
-        if (!nvml_self_pid_known() || !nvml_list_read(dev, &l))
+        if (!nvml_self_pid_known() || !nvml_list_read(dev, &l) ||
+            vgpu_region_process_used(r, dev) != before)
             return;
     }
     uint64_t held = 0;
