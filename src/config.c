@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 
@@ -22,14 +23,16 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
         "0 errors, 1 warnings, 2 info, 3 debug"},
     [VGPU_ENV_REGION_MODE] = {"VGPU_REGION_MODE", "default", true,
         "synchronization mode used when the region is created"},
-    [VGPU_ENV_SM_LIMIT] = {"CUDA_DEVICE_SM_LIMIT", NULL, false,
-        "SM utilization limit in percent (stored, not enforced yet)"},
+    [VGPU_ENV_SM_LIMIT] = {"CUDA_DEVICE_SM_LIMIT", NULL, true,
+        "compute limit: percent of each GPU's time for the container (0 or "
+        "100: none); CUDA_DEVICE_SM_LIMIT_<i> sets device i"},
     [VGPU_ENV_OVERSUBSCRIBE] = {"CUDA_OVERSUBSCRIBE", NULL, false,
         "allow allocations past the limit into host memory (not yet)"},
     [VGPU_ENV_DISABLE_CONTROL] = {"CUDA_DISABLE_CONTROL", NULL, true,
         "\"true\": load but enforce nothing"},
-    [VGPU_ENV_CORE_POLICY] = {"GPU_CORE_UTILIZATION_POLICY", NULL, false,
-        "default/force/disable SM limiting policy (not yet)"},
+    [VGPU_ENV_CORE_POLICY] = {"GPU_CORE_UTILIZATION_POLICY", "default", true,
+        "default: apply the compute limit while the region's "
+        "utilization_switch is 1; force: always; disable: never"},
     [VGPU_ENV_TASK_PRIORITY] = {"CUDA_TASK_PRIORITY", "1", true,
         "priority written to the region at creation for HAMi's monitor (0 high, 1 low)"},
     [VGPU_ENV_ACTIVE_OOM_KILLER] = {"ACTIVE_OOM_KILLER", NULL, false,
@@ -56,6 +59,10 @@ static struct parsed {
     bool invalid[VGPU_ENV_COUNT];
     bool device_invalid[VGPU_MAX_DEVICES];
     uint64_t limits[VGPU_MAX_DEVICES];
+    char *sm_device_value[VGPU_MAX_DEVICES];  /* CUDA_DEVICE_SM_LIMIT_<i> */
+    bool sm_device_invalid[VGPU_MAX_DEVICES];
+    uint32_t sm_limits[VGPU_MAX_DEVICES];     /* percent; 0: none */
+    enum vgpu_core_policy policy;
     int log_level;
 } parsed;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -129,6 +136,61 @@ static void read_limits(void)
     }
 }
 
+/* A compute limit's text -> percent (100 and more: none), or fallback with
+ * one line if it does not parse. */
+static uint32_t percent_of(const char *name, const char *text,
+                           uint32_t fallback, bool *invalid)
+{
+    *invalid = false;
+    if (text == NULL)
+        return fallback;
+    char *end = NULL;
+    errno = 0;
+    unsigned long pct = strtoul(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] < '0' ||
+        text[0] > '9') {
+        *invalid = true;
+        log_warn("%s=\"%.64s\" is not a percentage (0-100); that compute "
+                 "limit is ignored", name, text);
+        return fallback;
+    }
+    return pct >= 100 ? 0 : (uint32_t)pct;
+}
+
+static void read_sm_limits(void)
+{
+    const char *base = vgpu_env_vars[VGPU_ENV_SM_LIMIT].name;
+    uint32_t all = percent_of(base, parsed.value[VGPU_ENV_SM_LIMIT], 0,
+                              &parsed.invalid[VGPU_ENV_SM_LIMIT]);
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s_%d", base, i);
+        free(parsed.sm_device_value[i]);
+        parsed.sm_device_value[i] = read_var(name);
+        parsed.sm_limits[i] = percent_of(name, parsed.sm_device_value[i], all,
+                                         &parsed.sm_device_invalid[i]);
+    }
+}
+
+/* GPU_CORE_UTILIZATION_POLICY, in any case, as HAMi-core's values. */
+static void read_policy(void)
+{
+    const char *text = parsed.value[VGPU_ENV_CORE_POLICY];
+    parsed.policy = VGPU_CORE_DEFAULT;
+    parsed.invalid[VGPU_ENV_CORE_POLICY] = false;
+    if (text == NULL || strcasecmp(text, "default") == 0)
+        return;
+    if (strcasecmp(text, "force") == 0)
+        parsed.policy = VGPU_CORE_FORCE;
+    else if (strcasecmp(text, "disable") == 0)
+        parsed.policy = VGPU_CORE_DISABLE;
+    else {
+        parsed.invalid[VGPU_ENV_CORE_POLICY] = true;
+        log_warn("GPU_CORE_UTILIZATION_POLICY=\"%.32s\" is not default, force "
+                 "or disable; using default", text);
+    }
+}
+
 static void read_all(void)
 {
     for (int id = 0; id < VGPU_ENV_COUNT; id++) {
@@ -138,6 +200,8 @@ static void read_all(void)
         parsed.value[id] = read_var(vgpu_env_vars[id].name);
     }
     read_limits();
+    read_sm_limits();
+    read_policy();
 }
 
 static const struct parsed *table(void)
@@ -229,16 +293,30 @@ void vgpu_config_print(FILE *out)
         const struct vgpu_env_var *v = &vgpu_env_vars[id];
         print_row(out, v->name, p->value[id], v->default_value, p->invalid[id],
                   v->implemented ? "" : "[not yet] ", v->meaning);
-        if (id != VGPU_ENV_MEMORY_LIMIT)
+        bool sm = id == VGPU_ENV_SM_LIMIT;
+        if (id != VGPU_ENV_MEMORY_LIMIT && !sm)
             continue;
         for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
-            if (p->device_value[d] == NULL)
+            const char *value = sm ? p->sm_device_value[d] : p->device_value[d];
+            if (value == NULL)
                 continue;
-            char name[64], meaning[32];
+            char name[64], meaning[40];
             snprintf(name, sizeof name, "%s_%d", v->name, d);
-            snprintf(meaning, sizeof meaning, "limit of device %d", d);
-            print_row(out, name, p->device_value[d], NULL,
-                      p->device_invalid[d], "", meaning);
+            snprintf(meaning, sizeof meaning, "%s limit of device %d",
+                     sm ? "compute" : "memory", d);
+            print_row(out, name, value, NULL,
+                      sm ? p->sm_device_invalid[d] : p->device_invalid[d], "",
+                      meaning);
         }
     }
+}
+
+void vgpu_config_sm_limits(uint32_t pct[VGPU_MAX_DEVICES])
+{
+    memcpy(pct, table()->sm_limits, sizeof parsed.sm_limits);
+}
+
+enum vgpu_core_policy vgpu_config_core_policy(void)
+{
+    return table()->policy;
 }

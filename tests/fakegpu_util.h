@@ -17,6 +17,11 @@
 uint64_t fakegpu_device_used(int physical);
 uint64_t fakegpu_device_peak(int physical);
 uint64_t fakegpu_process_used(int physical);
+/* The execution model (fakegpu/exec.c): ns of work this process queued on
+ * a device, and all processes' work on it. */
+uint64_t fakegpu_launched_ns(int physical);
+uint64_t fakegpu_work_end_ns(void);
+uint64_t fakegpu_device_busy_ns(int physical);
 
 /* Start from a fresh simulated machine: its state file removed, its size
  * and device count set, before the first driver call of this process. */

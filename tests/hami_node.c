@@ -15,8 +15,7 @@
  * /etc/ld.so.preload, as in a HAMi container.
  *
  *   hami_node LIBVGPU            memory, limits, kills, exits (must pass)
- *   hami_node LIBVGPU feedback   recent_kernel and the launch side (expected
- *                                to fail until launches are hooked)
+ *   hami_node LIBVGPU feedback   recent_kernel and the launch side
  *
  * Exits 77 (ctest SKIP_RETURN_CODE), saying why, where a private mount
  * namespace cannot be made (not root, no CAP_SYS_ADMIN). */
@@ -412,8 +411,7 @@ static bool preloaded_from_etc(void)
 }
 
 /* One 100 us kernel on GPU 0 (the simulated driver takes any function and
- * reads the duration from the first parameter), found by name: the
- * simulated driver and vgpu's hooks of it may not have it yet. */
+ * reads the duration from the first parameter), found by name. */
 static bool launch_one(void)
 {
     CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned,

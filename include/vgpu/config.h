@@ -79,4 +79,16 @@ void vgpu_config_print(FILE *out);
  * change their own environment, with no other thread using vgpu. */
 void vgpu_config_reload(void);
 
+/* Compute limits in percent from CUDA_DEVICE_SM_LIMIT (all devices) and
+ * CUDA_DEVICE_SM_LIMIT_<i> (device i): 0 means none, and so do 100 and
+ * more. A value that does not parse is reported and leaves that device
+ * without a compute limit, as a memory limit that does not parse. */
+void vgpu_config_sm_limits(uint32_t pct[VGPU_MAX_DEVICES]);
+
+/* GPU_CORE_UTILIZATION_POLICY (HAMi-core's values, any case): default
+ * limits while the region's utilization_switch is 1, force always,
+ * disable never. Anything else: reported, default. */
+enum vgpu_core_policy { VGPU_CORE_DEFAULT, VGPU_CORE_FORCE, VGPU_CORE_DISABLE };
+enum vgpu_core_policy vgpu_config_core_policy(void);
+
 #endif

@@ -48,6 +48,7 @@ struct vgpu_attach_options {
     const char *path;                   /* NULL: CUDA_DEVICE_MEMORY_SHARED_CACHE */
     const char *mode;                   /* NULL: VGPU_REGION_MODE */
     uint64_t limits[VGPU_MAX_DEVICES];  /* 0: unlimited */
+    uint32_t sm_limits[VGPU_MAX_DEVICES]; /* compute limit, percent; 0: none */
     int device_count;                   /* devices the creator sees; 0: unknown */
 };
 

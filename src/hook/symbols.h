@@ -65,7 +65,15 @@
     X(cuModuleUnload)                                                          \
     X(cuLibraryLoadData)                                                       \
     X(cuLibraryLoadFromFile)                                                   \
-    X(cuLibraryUnload)
+    X(cuLibraryUnload)                                                         \
+    X(cuLaunchKernel)                                                          \
+    X(cuLaunchKernel_ptsz)                                                     \
+    X(cuLaunchKernelEx)                                                        \
+    X(cuLaunchKernelEx_ptsz)                                                   \
+    X(cuLaunchCooperativeKernel)                                               \
+    X(cuLaunchCooperativeKernel_ptsz)                                          \
+    X(cuGraphLaunch)                                                           \
+    X(cuGraphLaunch_ptsz)
 
 /* Driver functions vgpu calls but does not intercept. */
 #define VGPU_CUDA_USED(X)                                                      \
@@ -75,7 +83,16 @@
     X(cuDeviceGetMemPool)                                                      \
     X(cuMemPoolGetAttribute)                                                   \
     X(cuMemPoolGetAccess)                                                      \
-    X(cuStreamGetDevice)
+    X(cuStreamGetDevice)                                                       \
+    X(cuCtxGetCurrent)                                                         \
+    X(cuStreamIsCapturing)                                                     \
+    X(cuThreadExchangeStreamCaptureMode)                                       \
+    X(cuEventCreate)                                                           \
+    X(cuEventRecord)                                                           \
+    X(cuEventQuery)                                                            \
+    X(cuEventElapsedTime)                                                      \
+    X(cuEventElapsedTime_v2)                                                   \
+    X(cuEventDestroy_v2)
 
 #define VGPU_NVML_HOOKS(X)                                                     \
     X(nvmlDeviceGetMemoryInfo)                                                 \

@@ -101,6 +101,7 @@ void vgpu_attach_options_from_env(struct vgpu_attach_options *opts)
     opts->path = vgpu_env(VGPU_ENV_SHARED_CACHE);
     opts->mode = vgpu_env(VGPU_ENV_REGION_MODE);
     vgpu_config_limits(opts->limits);
+    vgpu_config_sm_limits(opts->sm_limits);
 }
 
 static uint32_t requested_mode(const struct vgpu_attach_options *opts)
@@ -375,6 +376,7 @@ bool region_join_shared(struct vgpu_region *r,
 static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
 {
     memcpy(r->limits, opts->limits, sizeof r->limits);
+    memcpy(r->sm_limits, opts->sm_limits, sizeof r->sm_limits);
     memset(r->own, 0, sizeof r->own); /* a fresh process holds nothing */
     r->move_gate = 0;
     atomic_store_n(&r->local, 0, RELAXED); /* no other thread uses r here */
@@ -416,6 +418,8 @@ bool region_rejoin_after_fork(struct vgpu_region *r)
     struct vgpu_attach_options opts;
     memset(&opts, 0, sizeof opts);
     memcpy(opts.limits, r->hami->limit, sizeof opts.limits);
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        opts.sm_limits[d] = vgpu_region_sm_limit(r, d);
     munmap(r->base, VGPU_FILE_SIZE);
     r->base = NULL;
     bool joined = join(r, &opts);

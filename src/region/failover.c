@@ -313,6 +313,7 @@ static bool rejoin(struct vgpu_region *r)
     memset(&opts, 0, sizeof opts);
     opts.path = r->path;
     memcpy(opts.limits, r->limits, sizeof opts.limits);
+    memcpy(opts.sm_limits, r->sm_limits, sizeof opts.sm_limits);
     bool joined = region_join_shared(t, &opts, false, true);
     if (joined && t->ops != r->ops) {
         static int warned;

@@ -147,6 +147,11 @@ static void write_fresh_region(void *base, const struct vgpu_attach_options *o,
     h->device_num = (uint64_t)devices;
     memcpy(h->limit, o->limits, sizeof h->limit);
     h->priority = task_priority();
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        h->sm_limit[d] = o->sm_limits[d];
+    /* As HAMi-core: the compute limit applies (under the default policy)
+     * until the monitor says the GPU is not shared. */
+    h->utilization_switch = 1;
     memcpy(e->magic, VGPU_EXT_MAGIC, sizeof e->magic);
     e->layout_version = VGPU_LAYOUT_VERSION;
     e->mode = mode;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "vgpu/region.h"
+#include "vgpu/sm_budget.h"
 
 #define HAMI_MAGIC 19920718
 #define HAMI_MAJOR 1
@@ -103,7 +104,7 @@ _Static_assert(sizeof(struct hami_region) == 2008952, "HAMi v1 size");
 /* ---- Part 2: vgpu's extension ---- */
 
 #define VGPU_EXT_MAGIC "VGPUREG"   /* 8 bytes with its NUL */
-#define VGPU_LAYOUT_VERSION 2
+#define VGPU_LAYOUT_VERSION 3
 #define VGPU_EXT_OFFSET 2011136    /* sizeof(struct hami_region) rounded up to 4 KiB */
 #define VGPU_MODE_AREA 4096        /* bytes reserved for a mode's own state */
 #define VGPU_CACHELINE 64
@@ -150,6 +151,9 @@ struct vgpu_ext {
     uint64_t context_bytes[VGPU_MAX_DEVICES];
     struct vgpu_slot_ext slots[VGPU_MAX_SLOTS];
     unsigned char mode_area[VGPU_MODE_AREA];
+    /* The compute limit: one GPU-time budget per device, shared by every
+     * process of the container (sm_budget.c). Added in layout 3. */
+    struct vgpu_sm_budget sm[VGPU_MAX_DEVICES];
 };
 
 _Static_assert(VGPU_EXT_OFFSET % 4096 == 0, "ext on a page boundary");
@@ -158,6 +162,8 @@ _Static_assert(VGPU_EXT_OFFSET - 4096 < sizeof(struct hami_region), "tight");
 _Static_assert(offsetof(struct vgpu_ext, dev) % VGPU_CACHELINE == 0, "dev line");
 _Static_assert(sizeof(struct vgpu_slot_ext) == VGPU_CACHELINE, "slot line");
 _Static_assert(offsetof(struct vgpu_ext, slots) % VGPU_CACHELINE == 0, "slots line");
+_Static_assert(sizeof(struct vgpu_sm_budget) == VGPU_CACHELINE, "budget line");
+_Static_assert(offsetof(struct vgpu_ext, sm) % VGPU_CACHELINE == 0, "budget lines");
 
 #define VGPU_FILE_SIZE (VGPU_EXT_OFFSET + sizeof(struct vgpu_ext))
 _Static_assert(VGPU_FILE_SIZE != 1197897, "must never look like HAMi v0");

@@ -66,6 +66,7 @@ void *local_build(const struct vgpu_region *r)
     h->device_num = VGPU_MAX_DEVICES;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         h->limit[d] = atomic_load_n(&r->limits[d], RELAXED); /* a copy */
+        h->sm_limit[d] = atomic_load_n(&r->sm_limits[d], RELAXED);
         e->context_bytes[d] = atomic_load_n(&r->context_bytes[d], RELAXED);
         for (int i = 0; i < HAMI_UUID_LEN; i++)
             h->uuids[d][i] = r->uuids[d][i];
@@ -78,6 +79,9 @@ void *local_build(const struct vgpu_region *r)
     e->file_size = VGPU_FILE_SIZE;
     e->creator_pid = (uint64_t)getpid();
     e->device_count = VGPU_MAX_DEVICES;
+    /* The compute limit holds too, on this process alone (its own budget
+     * in this mapping), whatever the monitor said of the shared GPU. */
+    h->utilization_switch = 1;
     fill_slot(h, e, r, r->slot >= 0 ? r->slot : 0);
     if (r->ops->init) {
         struct vgpu_region view = {.base = base, .fd = -1, .hami = h, .ext = e,
@@ -134,6 +138,8 @@ void local_remember(struct vgpu_region *r)
                        atomic_load_n(&r->hami->limit[d], RELAXED), RELAXED);
         atomic_store_n(&r->context_bytes[d],
                        atomic_load_n(&r->ext->context_bytes[d], RELAXED), RELAXED);
+        uint64_t pct = atomic_load_n(&r->hami->sm_limit[d], RELAXED);
+        atomic_store_n(&r->sm_limits[d], pct >= 100 ? 0u : (uint32_t)pct, RELAXED);
     }
     /* Acquire: pairs with the release of the first byte in set_device. */
     for (int d = 0; d < VGPU_MAX_DEVICES; d++)

@@ -100,6 +100,7 @@ struct vgpu_region {
     /* Last known limits, UUIDs and context sizes (copies of the region's):
      * what a local region made after the file vanished starts from. */
     uint64_t limits[VGPU_MAX_DEVICES];
+    uint32_t sm_limits[VGPU_MAX_DEVICES]; /* compute limits, percent */
     uint64_t context_bytes[VGPU_MAX_DEVICES];
     char uuids[VGPU_MAX_DEVICES][HAMI_UUID_LEN];
 };

@@ -453,6 +453,7 @@ EXPORT CUresult cuCtxGetDevice(CUdevice *dev)
 
 EXPORT CUresult cuCtxSynchronize(void)
 {
+    fg_exec_sync_all(); /* exec.c: until this process's work has run */
     fg_pools_sync(); /* as the driver: pools shrink to their threshold */
     return CUDA_SUCCESS;
 }

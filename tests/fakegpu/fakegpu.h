@@ -35,6 +35,17 @@ struct fg_proc {
     uint64_t used[FG_MAX_DEVICES];
 };
 
+/* One device's execution timeline (exec.c), shared by every process: work
+ * runs in the order it reaches the device, one item at a time. */
+#define FG_UTIL_BUCKETS 10
+#define FG_UTIL_BUCKET_NS 100000000ull /* NVML's utilization: last 1 s */
+struct fg_timeline {
+    uint64_t free_at;   /* CLOCK_MONOTONIC ns when the queued work ends */
+    uint64_t busy_ns;   /* work ever queued, ns */
+    uint64_t bucket_tag[FG_UTIL_BUCKETS];
+    uint64_t bucket_ns[FG_UTIL_BUCKETS];
+};
+
 struct fg_state {
     uint64_t magic;
     uint32_t device_count;
@@ -43,6 +54,7 @@ struct fg_state {
     uint64_t reaped;  /* processes whose memory was freed after death */
     struct fg_device dev[FG_MAX_DEVICES];
     struct fg_proc procs[FG_MAX_PROCS];
+    struct fg_timeline timeline[FG_MAX_DEVICES];
 };
 
 /* state.c: the shared state. fg_state() maps it on first use. */
@@ -63,6 +75,11 @@ int fg_physical(int ordinal); /* -1 if out of range */
 
 /* modules.c: a primary context's reset unloads the modules loaded on dev. */
 void modules_drop_device(int physical);
+
+/* exec.c: the execution model's entry points for cuda_fake.c. */
+void fg_exec_sync_stream(void *stream);
+void fg_exec_sync_all(void);
+void fg_exec_forget_stream(void *stream);
 
 /* Fault injection (FAKEGPU_FAIL=name[:after]): true if this call must fail. */
 bool fg_should_fail(const char *name);

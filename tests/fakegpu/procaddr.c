@@ -22,6 +22,9 @@ struct entry {
 CUresult cuGetProcAddress(const char *, void **, int, cuuint64_t);
 CUresult cuGetProcAddress_v2(const char *, void **, int, cuuint64_t,
                              CUdriverProcAddressQueryResult *);
+#include "hook/launch_decl.h" /* the _ptsz launch variants' prototypes */
+CUresult cuStreamIsCapturing_ptsz(CUstream, CUstreamCaptureStatus *);
+CUresult cuEventRecord_ptsz(CUevent, CUstream);
 
 static const struct entry table[] = {
     E("cuInit", 2000, cuInit),
@@ -123,6 +126,28 @@ static const struct entry table[] = {
     E("cuArrayDestroy", 2000, cuArrayDestroy),
     E("cuMipmappedArrayCreate", 5000, cuMipmappedArrayCreate),
     E("cuMipmappedArrayDestroy", 5000, cuMipmappedArrayDestroy),
+    /* Execution (exec.c). */
+    E("cuLaunchKernel", 4000, cuLaunchKernel),
+    PT("cuLaunchKernel", 7000, cuLaunchKernel_ptsz),
+    E("cuLaunchKernelEx", 11060, cuLaunchKernelEx),
+    PT("cuLaunchKernelEx", 11060, cuLaunchKernelEx_ptsz),
+    E("cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel),
+    PT("cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel_ptsz),
+    E("cuGraphLaunch", 10000, cuGraphLaunch),
+    PT("cuGraphLaunch", 10000, cuGraphLaunch_ptsz),
+    E("cuGraphCreate", 10000, cuGraphCreate),
+    E("cuGraphAddKernelNode", 12000, cuGraphAddKernelNode_v2),
+    E("cuGraphInstantiate", 11040, cuGraphInstantiateWithFlags),
+    E("cuGraphExecDestroy", 10000, cuGraphExecDestroy),
+    E("cuGraphDestroy", 10000, cuGraphDestroy),
+    E("cuStreamIsCapturing", 10000, cuStreamIsCapturing),
+    E("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2),
+    E("cuStreamEndCapture", 10000, cuStreamEndCapture),
+    PT("cuStreamIsCapturing", 10000, cuStreamIsCapturing_ptsz),
+    E("cuThreadExchangeStreamCaptureMode", 10010, cuThreadExchangeStreamCaptureMode),
+    E("cuEventQuery", 2000, cuEventQuery),
+    E("cuEventElapsedTime", 2000, cuEventElapsedTime),
+    E("cuEventElapsedTime", 12080, cuEventElapsedTime_v2),
 };
 
 static CUdriverProcAddressQueryResult lookup(const char *symbol, int version,

@@ -6,8 +6,8 @@
  * context) gives back what exceeds the pool's release threshold (default
  * 0; PyTorch sets UINT64_MAX); cuMemPoolTrimTo gives back down to its
  * argument; destroying a pool gives back its cache. The ledger (state.c)
- * counts reserved bytes, as NVML does. Streams complete at once, so a
- * stream-ordered free takes effect at the call. */
+ * counts reserved bytes, as NVML does. A stream-ordered free takes effect
+ * at the call. Work on streams and events: exec.c. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +25,6 @@
 /* ---- Streams and events ---- */
 
 struct fg_stream { int ordinal; };
-struct fg_event { int recorded; };
 
 EXPORT CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
 {
@@ -43,6 +42,7 @@ EXPORT CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
 
 EXPORT CUresult cuStreamDestroy_v2(CUstream stream)
 {
+    fg_exec_forget_stream(stream);
     free(stream);
     return CUDA_SUCCESS;
 }
@@ -77,7 +77,7 @@ EXPORT CUresult cuStreamGetDevice_ptsz(CUstream stream, CUdevice *dev)
 
 EXPORT CUresult cuStreamSynchronize(CUstream stream)
 {
-    (void)stream;
+    fg_exec_sync_stream(stream); /* exec.c: until its work has run */
     fg_pools_sync();
     return CUDA_SUCCESS;
 }
@@ -90,46 +90,12 @@ EXPORT CUresult cuStreamSynchronize_ptsz(CUstream stream)
 EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx)
 {
     (void)ctx;
+    fg_exec_sync_all();
     fg_pools_sync();
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuEventCreate(CUevent *event, unsigned int flags)
-{
-    (void)flags;
-    if (event == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    *event = (CUevent)calloc(1, sizeof(struct fg_event));
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuEventRecord(CUevent event, CUstream stream)
-{
-    (void)stream;
-    if (event == NULL)
-        return CUDA_ERROR_INVALID_HANDLE;
-    ((struct fg_event *)event)->recorded = 1;
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuEventRecord_ptsz(CUevent event, CUstream stream)
-{
-    return cuEventRecord(event, stream);
-}
-
-EXPORT CUresult cuEventSynchronize(CUevent event)
-{
-    if (event == NULL)
-        return CUDA_ERROR_INVALID_HANDLE;
-    fg_pools_sync();
-    return CUDA_SUCCESS;
-}
-
-EXPORT CUresult cuEventDestroy_v2(CUevent event)
-{
-    free(event);
-    return CUDA_SUCCESS;
-}
+/* Events are the execution model's (exec.c). */
 
 /* ---- Pools ---- */
 

@@ -1,0 +1,75 @@
+/* The compute limit's shared budget: one token bucket per GPU and container,
+ * kept in the region, counted in GPU-nanoseconds.
+ *
+ * Every process of the container refills the bucket at cap x wall time and
+ * draws on it with the GPU time its launches actually used (measured by the
+ * hooks from the device). A launch may start while the bucket holds tokens;
+ * its time is charged afterwards, so the bucket can go into debt, and the
+ * next launches wait until the debt is paid back. Over any long window the
+ * container's GPU time is therefore at most cap x window plus one burst
+ * (VGPU_SM_BURST_NS x cap), busy or idle GPU alike: a hard cap.
+ *
+ * No lock: the level and the refill time are two words changed by atomic
+ * read-modify-writes only (see sm_budget.c for the ordering argument).
+ */
+#ifndef VGPU_SM_BUDGET_H
+#define VGPU_SM_BUDGET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Tokens a bucket keeps while its container does not use them: this much
+ * wall time at the cap (250 ms at 30 % = 75 ms of GPU time). Larger absorbs
+ * the scheduling delays of launching threads on a busy host (tokens not
+ * used in time are lost); smaller bounds the burst after idling. */
+#define VGPU_SM_BURST_NS 250000000ll
+
+/* The deepest debt a bucket keeps (a damaged file cannot hold launches for
+ * longer than this much GPU time at the cap). */
+#define VGPU_SM_MAX_DEBT_NS 60000000000ll
+
+struct vgpu_sm_budget {
+    int64_t tokens;        /* GPU-ns the container may still use; < 0: debt */
+    uint64_t refilled_at;  /* CLOCK_MONOTONIC ns of the last refill; 0: never */
+    uint64_t charged_ns;   /* GPU-ns charged ever (statistic) */
+    uint64_t waited_ns;    /* wall ns launches were held (statistic) */
+    uint64_t pad[4];       /* one cache line per device */
+};
+
+/* How long a launch must wait, in ns, before it may start on budget b with
+ * cap percent pct (1..99) at monotonic time now_ns: 0 = go now. Refills
+ * the bucket first. */
+uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
+                             uint64_t now_ns);
+
+/* Charge ns of GPU time (negative: give back an over-estimate). */
+void vgpu_sm_budget_charge(struct vgpu_sm_budget *b, int64_t ns);
+
+/* Record that launches were held for ns (statistic). */
+void vgpu_sm_budget_waited(struct vgpu_sm_budget *b, uint64_t ns);
+
+/* Read the statistics (relaxed: any recent value). */
+uint64_t vgpu_sm_budget_charged(const struct vgpu_sm_budget *b);
+
+/* ---- The region's side (sm_budget.c) ---- */
+
+struct vgpu_region;
+
+/* dev's budget in the region; NULL without a region or for a bad dev. */
+struct vgpu_sm_budget *vgpu_region_sm_budget(struct vgpu_region *r, int dev);
+
+/* dev's cap in percent as the region holds it (HAMi's sm_limit, written
+ * from CUDA_DEVICE_SM_LIMIT when the file is created; the monitor may
+ * rewrite it): 0 = none; 100 and above read as none. */
+uint32_t vgpu_region_sm_limit(const struct vgpu_region *r, int dev);
+
+/* HAMi's monitor fields: utilization_switch (1: the GPU is shared, limit),
+ * recent_kernel (< 0: hold launches), and what launches write back. */
+int32_t vgpu_region_utilization_switch(const struct vgpu_region *r);
+int32_t vgpu_region_recent_kernel(const struct vgpu_region *r);
+/* A launch runs: recent_kernel = 2, last_kernel_time = now_s (seconds). */
+void vgpu_region_kernel_ran(struct vgpu_region *r, int64_t now_s);
+/* This process's utilization of dev in percent (its slot's sm_util). */
+void vgpu_region_set_sm_util(struct vgpu_region *r, int dev, uint64_t pct);
+
+#endif

@@ -1,0 +1,155 @@
+#!/bin/bash
+# The compute limit (CUDA_DEVICE_SM_LIMIT) on a real GPU: each tenant's
+# share = its work per second / the same workload's solo work per second,
+# over a WIN-second window after WARM seconds. Workloads: a spin kernel of
+# 100 us on every SM (asynchronous, and synchronized after each launch),
+# 5 us kernels, a CUDA graph of 10 x 20 us replayed, a PyTorch 4096x4096
+# fp16 matmul loop; two containers (30 % + 70 %) together; one container of
+# two processes sharing 40 %; launch overhead per launch against no preload.
+# HAMi-core in the same table when HAMI_LIB=/path/to/its/libvgpu.so is set.
+# Needs nvcc and one GPU; no network. About 3-4 minutes.
+# Usage: scripts/gpu-compute.sh [results-dir]
+set -u
+cd "$(dirname "$0")/.."
+RES=${1:-/tmp/vgpu-gpu-compute}
+WARM=${WARM:-1}
+WIN=${WIN:-5}
+B=build-gpu
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+HAMI_LIB=${HAMI_LIB:-}
+LIMIT_S=$((WARM + WIN + 40)) # per run: start-up included
+mkdir -p "$RES"
+rm -f "$RES"/*.out "$RES"/*.cache
+
+cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DVGPU_WERROR=OFF >"$RES/build.log" 2>&1 &&
+  cmake --build $B -j"$(nproc)" --target vgpu >>"$RES/build.log" 2>&1 ||
+  { tail -30 "$RES/build.log"; exit 1; }
+$CUDA/bin/nvcc -O2 -arch=native bench/gpu_compute.cu -o $B/gpu_compute >>"$RES/build.log" 2>&1 ||
+  $CUDA/bin/nvcc -O2 -arch=sm_90 bench/gpu_compute.cu -o $B/gpu_compute >>"$RES/build.log" 2>&1 ||
+  { tail -30 "$RES/build.log"; exit 1; }
+LIB=$PWD/$B/libvgpu.so
+TORCH="$RES/matmul.py"
+cat >"$TORCH" <<'PY'
+import sys, time, torch
+warm, win = float(sys.argv[1]), float(sys.argv[2])
+a = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+b = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+def step():
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+t0 = time.monotonic()
+while time.monotonic() - t0 < warm:
+    step()
+n, t1 = 0, time.monotonic()
+while time.monotonic() - t1 < win:
+    step()
+    n += 10
+print("work_per_s %.1f" % (n / (time.monotonic() - t1)))
+PY
+
+workload() { # name -> the command
+    case $1 in
+    long)  echo "$B/gpu_compute spin 100 async $WARM $WIN" ;;
+    sync)  echo "$B/gpu_compute spin 100 sync $WARM $WIN" ;;
+    short) echo "$B/gpu_compute spin 5 async $WARM $WIN" ;;
+    graph) echo "$B/gpu_compute graph 20 $WARM $WIN" ;;
+    torch) echo "python3 $TORCH $WARM $WIN" ;;
+    esac
+}
+# start LIB CAP REGION OUT WORKLOAD: one tenant in the background; its pid in $!
+start() {
+    local lib=$1 cap=$2 region=$3 out=$4 w=$5
+    if [ "$lib" = none ]; then
+        timeout $LIMIT_S $(workload "$w") >"$out" 2>&1 &
+    else
+        env LD_PRELOAD="$lib" CUDA_DEVICE_SM_LIMIT="$cap" GPU_CORE_UTILIZATION_POLICY=force \
+            CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" \
+            timeout $LIMIT_S $(workload "$w") >"$out" 2>&1 &
+    fi
+}
+one() { # lib tag cap workload: alone, in a fresh region
+    local region="$RES/$2-$4-$3.cache"
+    rm -f "$region"
+    start "$1" "$3" "$region" "$RES/$2-$4-$3.out" "$4"
+    local pid=$!
+    wait $pid
+}
+
+echo "== solo rates (no preload)"
+for w in long sync short graph torch; do one none solo 0 $w; done
+echo "== vgpu, one container"
+for cap in 10 30 50 70 90; do one "$LIB" vgpu $cap long; done
+for w in sync short graph torch; do for cap in 30 70; do one "$LIB" vgpu $cap $w; done; done
+if [ -n "$HAMI_LIB" ]; then
+    echo "== HAMi-core ($HAMI_LIB)"
+    for cap in 30 70; do for w in long graph torch; do one "$HAMI_LIB" hami $cap $w; done; done
+fi
+echo "== two containers together: 30 % and 70 %"
+rm -f "$RES"/pair-*.cache
+start "$LIB" 30 "$RES/pair-a.cache" "$RES/pair-long-30.out" long; a=$!
+start "$LIB" 70 "$RES/pair-b.cache" "$RES/pair-long-70.out" long; b=$!
+wait $a; wait $b
+echo "== one container of two processes sharing 40 %"
+rm -f "$RES/shared.cache"
+start "$LIB" 40 "$RES/shared.cache" "$RES/shared1-long-40.out" long; a=$!
+start "$LIB" 40 "$RES/shared.cache" "$RES/shared2-long-40.out" long; b=$!
+wait $a; wait $b
+echo "== launch overhead (200000 empty kernels)"
+timeout 60 $B/gpu_compute launch 200000 >"$RES/ovh-plain.out" 2>&1
+rm -f "$RES/ovh.cache"
+env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_SHARED_CACHE="$RES/ovh.cache" \
+    timeout 60 $B/gpu_compute launch 200000 >"$RES/ovh-nolimit.out" 2>&1
+rm -f "$RES/ovh.cache"
+env LD_PRELOAD="$LIB" CUDA_DEVICE_SM_LIMIT=90 CUDA_DEVICE_MEMORY_SHARED_CACHE="$RES/ovh.cache" \
+    timeout 60 $B/gpu_compute launch 200000 >"$RES/ovh-cap90.out" 2>&1
+
+python3 - "$RES" <<'PY'
+import glob, os, re, statistics, sys
+res = sys.argv[1]
+def val(path, key):
+    try:
+        m = re.search(r"^%s ([0-9.]+)" % key, open(path).read(), re.M)
+        return float(m.group(1)) if m else None
+    except OSError:
+        return None
+solo = {w: val(f"{res}/solo-{w}-0.out", "work_per_s") for w in
+        ("long", "sync", "short", "graph", "torch")}
+print("%-10s %-8s %5s %7s %7s %s" % ("tenant", "workload", "cap", "share", "error", "note"))
+errs = {"vgpu": [], "hami": []}
+def row(tag, w, cap, rate, note=""):
+    base = solo.get(w)
+    if rate is None or not base:
+        print("%-10s %-8s %5d %7s %7s %s" % (tag, w, cap, "-", "-", "no result " + note))
+        return
+    share = 100 * rate / base
+    print("%-10s %-8s %5d %6.1f%% %+6.1f  %s" % (tag, w, cap, share, share - cap, note))
+    errs.setdefault(tag.split("-")[0], []).append(abs(share - cap))
+for w in solo:
+    print("%-10s %-8s %5s %7s %7s solo %s/s" % ("solo", w, "-", "-", "-", solo[w]))
+for tag in ("vgpu", "hami"):
+    for path in sorted(glob.glob(f"{res}/{tag}-*.out"),
+                       key=lambda p: (p.split("-")[-2], int(p.split("-")[-1][:-4]))):
+        _, w, cap = os.path.basename(path)[:-4].split("-")
+        row(tag, w, int(cap), val(path, "work_per_s"),
+            "first 1 s: %.0f%%" % (100 * (val(path, "first_s_work_per_s") or 0) /
+                                  max(solo.get(w) or 1, 1)))
+for cap in (30, 70):
+    row("vgpu-pair", "long", cap, val(f"{res}/pair-long-{cap}.out", "work_per_s"),
+        "together with the other")
+r1 = val(f"{res}/shared1-long-40.out", "work_per_s")
+r2 = val(f"{res}/shared2-long-40.out", "work_per_s")
+row("vgpu-2proc", "long", 40, (r1 + r2) if r1 and r2 else None, "two processes, one cap")
+for tag, e in errs.items():
+    if e:
+        e = sorted(e)
+        p95 = e[min(len(e) - 1, int(round(0.95 * (len(e) - 1))))]
+        print("%s: median |share - cap| %.1f points, p95 %.1f (%d runs)" %
+              (tag, statistics.median(e), p95, len(e)))
+o = {k: val(f"{res}/ovh-{k}.out", "ns_per_launch") for k in ("plain", "nolimit", "cap90")}
+print("launch ns: no preload %s, vgpu no limit %s, vgpu cap 90 %s" %
+      (o["plain"], o["nolimit"], o["cap90"]))
+if o["plain"] and o["nolimit"] and o["cap90"]:
+    print("overhead per launch: no limit %+.0f ns, cap 90 %+.0f ns" %
+          (o["nolimit"] - o["plain"], o["cap90"] - o["plain"]))
+PY

@@ -1,0 +1,43 @@
+/* The compute limit in the hooks. launch.c decides whether a launch is
+ * limited and holds it while the container's budget is in debt; gputime.c
+ * measures on the device what each launch used and charges it. */
+#ifndef VGPU_HOOK_LIMITER_H
+#define VGPU_HOOK_LIMITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cuda.h>
+
+enum ticket_state {
+    TICKET_FREE,       /* not limited: nothing to measure or charge */
+    TICKET_CAPTURE,    /* the stream is capturing a graph: nothing runs */
+    TICKET_ESTIMATED,  /* limited, but not measurable: charge the estimate */
+    TICKET_MEASURED,   /* limited, start event recorded */
+};
+
+struct launch_ticket {
+    enum ticket_state state;
+    int dev;
+    CUstream stream;   /* the stream as the driver reads it (ptsz resolved) */
+    CUcontext ctx;
+    CUevent start;
+};
+
+/* gputime.c, for a limited launch: false if its stream is capturing a
+ * graph (nothing runs: the launch passes untouched); else settle this
+ * thread's launches that finished (waiting for the oldest when the ring is
+ * full). Then, after any hold, record its start (state ESTIMATED or
+ * MEASURED). */
+bool gputime_prepare(struct launch_ticket *t);
+void gputime_start(struct launch_ticket *t);
+/* After the driver call: launched says whether it accepted the launch. */
+void gputime_end(struct launch_ticket *t, bool launched);
+
+/* launch.c: charge ns of dev's GPU time to the container's budget (negative:
+ * give back part of an estimate), and note ns measured for this process's
+ * utilization metric. */
+void limiter_charge(int dev, int64_t ns);
+void limiter_measured(int dev, uint64_t ns);
+
+#endif

@@ -1,0 +1,143 @@
+/* The compute limit's budget in the region: a token bucket per GPU, in
+ * GPU-nanoseconds, refilled at cap x wall time by whichever process looks
+ * first, drawn on by every process of the container.
+ *
+ * Ordering: all relaxed. The bucket is two independent words, each changed
+ * only by atomic read-modify-writes, and nothing else is published through
+ * them. refilled_at's compare-and-swap hands each interval of wall time
+ * (last, now] to exactly one process, which then adds its tokens with one
+ * more read-modify-write on tokens; a charge is one atomic subtraction. A
+ * process killed between the two refill steps loses at most that
+ * interval's tokens (the container runs slower, never faster).
+ */
+#include <time.h>
+
+#include "atomic.h"
+#include "region_internal.h"
+
+static int64_t ceiling(uint32_t pct)
+{
+    return VGPU_SM_BURST_NS / 100 * (int64_t)pct;
+}
+
+static void refill(struct vgpu_sm_budget *b, uint32_t pct, uint64_t now)
+{
+    uint64_t last = atomic_load_n(&b->refilled_at, RELAXED);
+    if (last > now + (uint64_t)VGPU_SM_BURST_NS) {
+        /* A time from before this boot (the file outlived it) or garbage:
+         * start again, empty, rather than wait for that time to come. */
+        if (atomic_cas(&b->refilled_at, &last, now, RELAXED, RELAXED))
+            atomic_store_n(&b->tokens, 0, RELAXED);
+        return;
+    }
+    if (last >= now)
+        return;
+    if (!atomic_cas(&b->refilled_at, &last, now, RELAXED, RELAXED))
+        return; /* another process credits this interval */
+    if (last == 0)
+        return; /* a new bucket starts empty: no burst at start */
+    uint64_t elapsed = now - last;
+    if (elapsed > (uint64_t)VGPU_SM_BURST_NS)
+        elapsed = VGPU_SM_BURST_NS; /* more would be clamped anyway */
+    int64_t add = (int64_t)elapsed / 100 * (int64_t)pct +
+                  (int64_t)(elapsed % 100) * (int64_t)pct / 100;
+    int64_t max = ceiling(pct);
+    int64_t cur = atomic_load_n(&b->tokens, RELAXED);
+    int64_t next;
+    do {
+        next = cur + add > max ? max : cur + add;
+        if (next < -VGPU_SM_MAX_DEBT_NS) /* a damaged file: bounded wait */
+            next = -VGPU_SM_MAX_DEBT_NS;
+        if (next == cur)
+            return;
+    } while (!atomic_cas(&b->tokens, &cur, next, RELAXED, RELAXED));
+}
+
+uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
+                             uint64_t now_ns)
+{
+    if (b == NULL || pct == 0 || pct >= 100)
+        return 0;
+    refill(b, pct, now_ns);
+    int64_t tokens = atomic_load_n(&b->tokens, RELAXED);
+    if (tokens > 0)
+        return 0;
+    /* The debt is repaid at pct/100 GPU-ns per wall ns (rounded up, so
+     * that the bucket holds a token after the wait). */
+    return (((uint64_t)(-tokens) + 1) * 100 + pct - 1) / pct;
+}
+
+void vgpu_sm_budget_charge(struct vgpu_sm_budget *b, int64_t ns)
+{
+    if (b == NULL || ns == 0)
+        return;
+    atomic_sub(&b->tokens, ns, RELAXED);
+    if (ns > 0)
+        atomic_add(&b->charged_ns, (uint64_t)ns, RELAXED);
+}
+
+void vgpu_sm_budget_waited(struct vgpu_sm_budget *b, uint64_t ns)
+{
+    if (b != NULL)
+        atomic_add(&b->waited_ns, ns, RELAXED);
+}
+
+uint64_t vgpu_sm_budget_charged(const struct vgpu_sm_budget *b)
+{
+    return b ? atomic_load_n(&b->charged_ns, RELAXED) : 0;
+}
+
+/* ---- The region's fields ---- */
+
+static bool mapped(const struct vgpu_region *r, int dev)
+{
+    return r != NULL && r->base != NULL && dev >= 0 && dev < VGPU_MAX_DEVICES;
+}
+
+struct vgpu_sm_budget *vgpu_region_sm_budget(struct vgpu_region *r, int dev)
+{
+    return mapped(r, dev) ? &r->ext->sm[dev] : NULL;
+}
+
+uint32_t vgpu_region_sm_limit(const struct vgpu_region *r, int dev)
+{
+    if (!mapped(r, dev))
+        return 0;
+    /* Relaxed: the monitor may rewrite it at any time; any recent value. */
+    uint64_t pct = atomic_load_n(&r->hami->sm_limit[dev], RELAXED);
+    return pct >= 100 ? 0 : (uint32_t)pct;
+}
+
+int32_t vgpu_region_utilization_switch(const struct vgpu_region *r)
+{
+    /* Relaxed: a flag the monitor flips; any recent value. */
+    return mapped(r, 0) ? atomic_load_n(&r->hami->utilization_switch, RELAXED) : 0;
+}
+
+int32_t vgpu_region_recent_kernel(const struct vgpu_region *r)
+{
+    /* Relaxed: the monitor's hold flag; any recent value. */
+    return mapped(r, 0) ? atomic_load_n(&r->hami->recent_kernel, RELAXED) : 0;
+}
+
+void vgpu_region_kernel_ran(struct vgpu_region *r, int64_t now_s)
+{
+    if (!mapped(r, 0))
+        return;
+    /* Relaxed: values for the monitor, ordering nothing. Stored only when
+     * they change, so that launches do not bounce the cache line. */
+    struct hami_region *h = r->hami;
+    if (atomic_load_n(&h->recent_kernel, RELAXED) != 2)
+        atomic_store_n(&h->recent_kernel, 2, RELAXED);
+    if (atomic_load_n(&h->last_kernel_time, RELAXED) != now_s)
+        atomic_store_n(&h->last_kernel_time, now_s, RELAXED);
+}
+
+void vgpu_region_set_sm_util(struct vgpu_region *r, int dev, uint64_t pct)
+{
+    if (!mapped(r, dev) || r->slot < 0)
+        return;
+    /* Relaxed: a metric for the monitor, ordering nothing. */
+    atomic_store_n(&r->hami->procs[r->slot].device_util[dev].sm_util, pct,
+                   RELAXED);
+}

@@ -1,0 +1,551 @@
+/* The simulated GPU's execution model: kernels and graphs take device time.
+ *
+ * Each physical device has one timeline in the shared state, for all
+ * processes: a launch starts when its stream's earlier work is done and the
+ * device has finished what reached it before (first come, first run: the
+ * contexts of different processes take turns at launch granularity, a
+ * coarse stand-in for the driver's time slices), and occupies it for its
+ * duration, in CLOCK_MONOTONIC time. Nothing computes; "done" means the
+ * clock has passed the work's end.
+ *
+ * A launch's duration: kernelParams[0], when given, points to a uint32_t of
+ * microseconds (the simulated kernel's one argument); otherwise
+ * FAKEGPU_KERNEL_US (default 100). A graph takes the sum of its kernel
+ * nodes. Events take the time at which their stream reaches them; an event
+ * right behind work takes that work's end; an event recorded on a new
+ * stream, or after another event, belongs with the next work on the stream
+ * and takes its start (contexts take turns between launches: a turn ends
+ * with the first event after a kernel), or its recording time if it is
+ * observed before more work comes. Synchronization sleeps until the work is
+ * done; a launch waits while its stream holds more than QUEUE_NS of work. */
+#define _GNU_SOURCE
+#include <cuda.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "driver.h"
+#include "fakegpu.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define MAX_QUEUES 64
+#define MAX_WAITING 4
+/* A launch waits while its stream has more than this much work queued, as
+ * the driver's command queue fills up. */
+#define QUEUE_NS 20000000ull
+
+struct fg_event {
+    uint64_t ts;
+    int state;          /* 0 never recorded, 1 waits for its stream, 2 fixed */
+    uint64_t recorded;  /* when it was recorded (state 1) */
+    int queue;          /* its queue while waiting */
+};
+
+struct queue {
+    uintptr_t key;      /* 0: free */
+    uint64_t tail;      /* when this stream's last work ends */
+    struct fg_event *waiting[MAX_WAITING];
+    int nwaiting;
+    int events_since_work;
+    struct fg_graph *capture; /* capturing into this graph: nothing runs */
+};
+
+struct fg_graph {
+    uint64_t ns;
+};
+
+struct queue;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct queue queues[MAX_QUEUES];
+static uint64_t launched_ns[FG_MAX_DEVICES]; /* this process's work, ns */
+
+static uint64_t fg_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_until(uint64_t t)
+{
+    struct timespec ts = {(time_t)(t / 1000000000ull), (long)(t % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0)
+        ;
+}
+
+/* ---- Streams (caller holds lock) ---- */
+
+static uintptr_t stream_key(CUstream s)
+{
+    CUcontext ctx = NULL;
+    cuCtxGetCurrent(&ctx);
+    if (s == NULL || s == CU_STREAM_LEGACY)
+        return (uintptr_t)ctx | 1;
+    if (s == CU_STREAM_PER_THREAD)
+        return (uintptr_t)ctx | 2;
+    return (uintptr_t)s;
+}
+
+static struct queue *find_queue(CUstream s, bool create)
+{
+    uintptr_t key = stream_key(s);
+    struct queue *empty = NULL;
+    for (int i = 0; i < MAX_QUEUES; i++) {
+        if (queues[i].key == key)
+            return &queues[i];
+        if (empty == NULL && queues[i].key == 0)
+            empty = &queues[i];
+    }
+    if (!create || empty == NULL)
+        return NULL;
+    memset(empty, 0, sizeof *empty);
+    empty->key = key;
+    return empty;
+}
+
+static void fix(struct fg_event *e, uint64_t ts)
+{
+    e->ts = ts;
+    e->state = 2;
+}
+
+static void unwait(struct fg_event *e)
+{
+    struct queue *q = &queues[e->queue];
+    for (int i = 0; i < q->nwaiting; i++)
+        if (q->waiting[i] == e) {
+            q->waiting[i] = q->waiting[--q->nwaiting];
+            break;
+        }
+    fix(e, e->recorded);
+}
+
+/* ---- The shared timeline ---- */
+
+static void note_busy(struct fg_timeline *t, uint64_t start, uint64_t ns)
+{
+    /* Utilization buckets of 100 ms; a racing reset may lose a little. */
+    while (ns > 0) {
+        uint64_t tag = start / FG_UTIL_BUCKET_NS;
+        uint64_t in = (tag + 1) * FG_UTIL_BUCKET_NS - start;
+        if (in > ns)
+            in = ns;
+        int b = (int)(tag % FG_UTIL_BUCKETS);
+        uint64_t old = __atomic_load_n(&t->bucket_tag[b], __ATOMIC_RELAXED);
+        if (old != tag &&
+            __atomic_compare_exchange_n(&t->bucket_tag[b], &old, tag, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            __atomic_store_n(&t->bucket_ns[b], 0, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&t->bucket_ns[b], in, __ATOMIC_RELAXED);
+        start += in;
+        ns -= in;
+    }
+}
+
+/* Queue ns of work on stream s of the current context. */
+static CUresult run(CUstream s, uint64_t ns)
+{
+    CUdevice ordinal;
+    if (cuCtxGetDevice(&ordinal) != CUDA_SUCCESS)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    int dev = fg_physical(ordinal);
+    struct fg_timeline *t = &fg_state()->timeline[dev];
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue(s, true);
+    if (q == NULL) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    if (q->capture != NULL) { /* recorded into the graph, run at its launch */
+        q->capture->ns += ns;
+        pthread_mutex_unlock(&lock);
+        return CUDA_SUCCESS;
+    }
+    uint64_t now = fg_now_ns(), earliest = q->tail > now ? q->tail : now;
+    uint64_t start, free_at = __atomic_load_n(&t->free_at, __ATOMIC_RELAXED);
+    do {
+        start = free_at > earliest ? free_at : earliest;
+    } while (!__atomic_compare_exchange_n(&t->free_at, &free_at, start + ns,
+                                          true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    for (int i = 0; i < q->nwaiting; i++)
+        fix(q->waiting[i], start);
+    q->nwaiting = 0;
+    q->events_since_work = 0;
+    q->tail = start + ns;
+    uint64_t full = q->tail > now + QUEUE_NS ? q->tail - QUEUE_NS : 0;
+    launched_ns[dev] += ns;
+    pthread_mutex_unlock(&lock);
+    __atomic_add_fetch(&t->busy_ns, ns, __ATOMIC_RELAXED);
+    note_busy(t, start, ns);
+    sleep_until(full);
+    return CUDA_SUCCESS;
+}
+
+static uint64_t kernel_ns(void **params)
+{
+    if (params != NULL && params[0] != NULL)
+        return (uint64_t)*(const uint32_t *)params[0] * 1000;
+    const char *env = getenv("FAKEGPU_KERNEL_US");
+    return (env ? strtoull(env, NULL, 10) : 100) * 1000;
+}
+
+/* ---- Launches ---- */
+
+static CUresult launch(CUfunction f, CUstream s, void **params)
+{
+    if (f == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    return run(s, kernel_ns(params));
+}
+
+static CUstream per_thread(CUstream s) { return s ? s : CU_STREAM_PER_THREAD; }
+
+EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy,
+                               unsigned int gz, unsigned int bx,
+                               unsigned int by, unsigned int bz,
+                               unsigned int shmem, CUstream s, void **params,
+                               void **extra)
+{
+    (void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shmem,
+        (void)extra;
+    if (fg_should_fail("cuLaunchKernel"))
+        return CUDA_ERROR_LAUNCH_FAILED;
+    return launch(f, s, params);
+}
+
+EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx,
+                                    unsigned int gy, unsigned int gz,
+                                    unsigned int bx, unsigned int by,
+                                    unsigned int bz, unsigned int shmem,
+                                    CUstream s, void **params, void **extra)
+{
+    return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, per_thread(s),
+                          params, extra);
+}
+
+EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f,
+                                 void **params, void **extra)
+{
+    (void)extra;
+    if (c == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return launch(f, c->hStream, params);
+}
+
+EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *c, CUfunction f,
+                                      void **params, void **extra)
+{
+    (void)extra;
+    if (c == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return launch(f, per_thread(c->hStream), params);
+}
+
+EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx,
+                                          unsigned int gy, unsigned int gz,
+                                          unsigned int bx, unsigned int by,
+                                          unsigned int bz, unsigned int shmem,
+                                          CUstream s, void **params)
+{
+    return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, s, params, NULL);
+}
+
+EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
+                                               unsigned int gy, unsigned int gz,
+                                               unsigned int bx, unsigned int by,
+                                               unsigned int bz,
+                                               unsigned int shmem, CUstream s,
+                                               void **params)
+{
+    return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, per_thread(s),
+                          params, NULL);
+}
+
+/* ---- Graphs: a sum of kernel durations ---- */
+
+EXPORT CUresult cuGraphCreate(CUgraph *g, unsigned int flags)
+{
+    (void)flags;
+    if (g == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *g = (CUgraph)calloc(1, sizeof(struct fg_graph));
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *node, CUgraph g,
+                                        const CUgraphNode *deps, size_t ndeps,
+                                        const CUDA_KERNEL_NODE_PARAMS *p)
+{
+    (void)deps, (void)ndeps;
+    if (g == NULL || p == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    ((struct fg_graph *)g)->ns += kernel_ns(p->kernelParams);
+    if (node)
+        *node = (CUgraphNode)g;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g,
+                                            unsigned long long flags)
+{
+    (void)flags;
+    if (exec == NULL || g == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fg_graph *copy = malloc(sizeof *copy);
+    *copy = *(struct fg_graph *)g;
+    *exec = (CUgraphExec)copy;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphLaunch(CUgraphExec exec, CUstream s)
+{
+    if (exec == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    return run(s, ((struct fg_graph *)exec)->ns);
+}
+
+EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s)
+{
+    return cuGraphLaunch(exec, per_thread(s));
+}
+
+EXPORT CUresult cuGraphExecDestroy(CUgraphExec exec) { free(exec); return CUDA_SUCCESS; }
+EXPORT CUresult cuGraphDestroy(CUgraph g) { free(g); return CUDA_SUCCESS; }
+
+/* Stream capture: launches on a capturing stream add to its graph. */
+EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode)
+{
+    (void)mode;
+    if (s == NULL || s == CU_STREAM_LEGACY)
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue(s, true);
+    if (q != NULL && q->capture == NULL)
+        q->capture = calloc(1, sizeof *q->capture);
+    pthread_mutex_unlock(&lock);
+    return q ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *g)
+{
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue(s, false);
+    struct fg_graph *graph = q ? q->capture : NULL;
+    if (q != NULL)
+        q->capture = NULL;
+    pthread_mutex_unlock(&lock);
+    if (graph == NULL || g == NULL) {
+        free(graph);
+        return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    }
+    *g = (CUgraph)graph;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status)
+{
+    if (status == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue(s, false);
+    *status = q && q->capture ? CU_STREAM_CAPTURE_STATUS_ACTIVE
+                              : CU_STREAM_CAPTURE_STATUS_NONE;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *st)
+{
+    return cuStreamIsCapturing(s, st);
+}
+
+EXPORT CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
+{
+    static __thread CUstreamCaptureMode current = CU_STREAM_CAPTURE_MODE_GLOBAL;
+    if (mode == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUstreamCaptureMode old = current;
+    current = *mode;
+    *mode = old;
+    return CUDA_SUCCESS;
+}
+
+/* ---- Events ---- */
+
+EXPORT CUresult cuEventCreate(CUevent *e, unsigned int flags)
+{
+    (void)flags;
+    if (e == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *e = (CUevent)calloc(1, sizeof(struct fg_event));
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventRecord(CUevent ev, CUstream s)
+{
+    struct fg_event *e = (struct fg_event *)ev;
+    if (e == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&lock);
+    if (e->state == 1)
+        unwait(e);
+    struct queue *q = find_queue(s, true);
+    uint64_t now = fg_now_ns();
+    /* Right behind work: that work's end, however late the host records
+     * it (the simulated host submits a launch and the command after it
+     * together), so that shares do not depend on this machine's load. */
+    bool behind = q == NULL || (q->tail != 0 && q->events_since_work == 0);
+    if (q != NULL)
+        q->events_since_work++;
+    if (behind) {
+        fix(e, q ? q->tail : now); /* right behind work still queued */
+    } else {
+        if (q->nwaiting == MAX_WAITING)
+            unwait(q->waiting[0]);
+        e->state = 1;
+        e->recorded = q->tail > now ? q->tail : now;
+        e->queue = (int)(q - queues);
+        q->waiting[q->nwaiting++] = e;
+    }
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventRecord_ptsz(CUevent e, CUstream s)
+{
+    return cuEventRecord(e, per_thread(s));
+}
+
+EXPORT CUresult cuEventRecordWithFlags(CUevent e, CUstream s, unsigned int f)
+{
+    (void)f;
+    return cuEventRecord(e, s);
+}
+
+/* The event's time once fixed; 0 if never recorded. */
+static uint64_t event_time(struct fg_event *e)
+{
+    pthread_mutex_lock(&lock);
+    if (e->state == 1)
+        unwait(e);
+    uint64_t ts = e->state == 2 ? e->ts : 0;
+    pthread_mutex_unlock(&lock);
+    return ts;
+}
+
+EXPORT CUresult cuEventQuery(CUevent ev)
+{
+    if (ev == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    return event_time((struct fg_event *)ev) <= fg_now_ns() ? CUDA_SUCCESS
+                                                            : CUDA_ERROR_NOT_READY;
+}
+
+EXPORT CUresult cuEventSynchronize(CUevent ev)
+{
+    if (ev == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    sleep_until(event_time((struct fg_event *)ev));
+    fg_pools_sync(); /* a synchronization: pools shrink (streams.c) */
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventElapsedTime_v2(float *ms, CUevent a, CUevent b)
+{
+    if (ms == NULL || a == NULL || b == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    uint64_t ta = event_time((struct fg_event *)a);
+    uint64_t tb = event_time((struct fg_event *)b);
+    if (ta == 0 || tb == 0)
+        return CUDA_ERROR_INVALID_HANDLE;
+    uint64_t now = fg_now_ns();
+    if (ta > now || tb > now)
+        return CUDA_ERROR_NOT_READY;
+    *ms = (float)(((double)tb - (double)ta) / 1e6);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b)
+{
+    return cuEventElapsedTime_v2(ms, a, b);
+}
+
+EXPORT CUresult cuEventDestroy_v2(CUevent ev)
+{
+    struct fg_event *e = (struct fg_event *)ev;
+    if (e == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&lock);
+    if (e->state == 1)
+        unwait(e);
+    pthread_mutex_unlock(&lock);
+    free(e);
+    return CUDA_SUCCESS;
+}
+
+/* ---- Synchronization (cuda_fake.c calls these) ---- */
+
+void fg_exec_sync_stream(void *stream)
+{
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue((CUstream)stream, false);
+    uint64_t tail = q ? q->tail : 0;
+    pthread_mutex_unlock(&lock);
+    sleep_until(tail);
+}
+
+void fg_exec_sync_all(void)
+{
+    uint64_t last = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_QUEUES; i++)
+        if (queues[i].key != 0 && queues[i].tail > last)
+            last = queues[i].tail;
+    pthread_mutex_unlock(&lock);
+    sleep_until(last);
+}
+
+void fg_exec_forget_stream(void *stream)
+{
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue((CUstream)stream, false);
+    if (q != NULL) {
+        while (q->nwaiting > 0)
+            unwait(q->waiting[0]);
+        free(q->capture);
+        q->capture = NULL;
+        q->key = 0;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* For tests: when this process's queued work ends (CLOCK_MONOTONIC ns),
+ * ns of work it has queued on physical device dev, and the device's total. */
+EXPORT uint64_t fakegpu_work_end_ns(void)
+{
+    uint64_t last = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_QUEUES; i++)
+        if (queues[i].key != 0 && queues[i].tail > last)
+            last = queues[i].tail;
+    pthread_mutex_unlock(&lock);
+    return last;
+}
+
+EXPORT uint64_t fakegpu_launched_ns(int physical)
+{
+    pthread_mutex_lock(&lock);
+    uint64_t ns = launched_ns[physical];
+    pthread_mutex_unlock(&lock);
+    return ns;
+}
+
+EXPORT uint64_t fakegpu_device_busy_ns(int physical)
+{
+    return __atomic_load_n(&fg_state()->timeline[physical].busy_ns,
+                           __ATOMIC_RELAXED);
+}

@@ -1,0 +1,344 @@
+/* The compute limit (CUDA_DEVICE_SM_LIMIT) on the simulated GPU, one case
+ * per behaviour (argv[1]); shares are measured in simulated GPU time
+ * (tests/fakegpu/exec.c) over a short window, and must be within 3 points
+ * of the cap. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include "compute_util.h"
+
+#define WINDOW 2.0
+
+static void one(const char *name, int cap, enum work work, uint32_t us)
+{
+    struct tenant t = {0, cap, "force", work, us, 0, 0, 0};
+    struct run *run = run_tenants(&t, 1, WINDOW);
+    expect_share(run, 1, 0, cap);
+    printf("%s: ok\n", name);
+}
+
+static void case_containers(int n, const int *caps)
+{
+    struct tenant t[MAX_TENANTS];
+    for (int i = 0; i < n; i++)
+        t[i] = (struct tenant){i, caps[i], "force", WORK_ASYNC, 200, 0, 0, 0};
+    struct run *run = run_tenants(t, n, WINDOW);
+    for (int i = 0; i < n; i++)
+        expect_share(run, n, i, caps[i]);
+}
+
+/* Three processes of one container draw on one budget: together at the
+ * cap, whatever each one gets. */
+static void case_processes(void)
+{
+    struct tenant t[3];
+    for (int i = 0; i < 3; i++)
+        t[i] = (struct tenant){0, 40, "force", i == 1 ? WORK_SYNC_EACH : WORK_ASYNC,
+                               300, 0, 0, 0};
+    struct run *run = run_tenants(t, 3, WINDOW);
+    expect_share(run, 3, 0, 40);
+}
+
+/* Whether launches were limited under a policy, with the region's
+ * utilization_switch set to `on` by the "monitor" before they start. */
+static bool limited_under(const char *policy, int on, double *s)
+{
+    struct tenant t = {0, 30, policy, WORK_ASYNC, 200, 0, 0, 0};
+    /* The region exists before the tenant starts: created here, as a first
+     * process of the container would, then the monitor's switch written. */
+    unlink(container_path(0));
+    struct vgpu_attach_options o;
+    vgpu_attach_options_from_env(&o);
+    o.path = container_path(0);
+    o.sm_limits[0] = 30;
+    struct vgpu_region *r = vgpu_region_attach(&o);
+    CHECK(r != NULL, "region created");
+    vgpu_region_detach(r);
+    int fd = open(container_path(0), O_RDWR);
+    int32_t v = on;
+    CHECK(pwrite(fd, &v, 4, OFF_UTIL_SWITCH) == 4, "switch written");
+    close(fd);
+    struct run *run = mmap(NULL, sizeof *run, PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    run->t[0] = t;
+    run->window = 1.0;
+    run->start = now_seconds() + 3600;
+    if (fork() == 0)
+        tenant_main(run, 0);
+    while (__atomic_load_n(&run->ready, __ATOMIC_SEQ_CST) < 1)
+        usleep(1000);
+    run->start = now_seconds() + 0.05;
+    CHECK(wait_children(1) == 0, "tenant failed");
+    *s = share(run, 1, 0);
+    uint64_t charged, waited;
+    budget_stats(0, &charged, &waited);
+    printf("policy %s, switch %d: share %.1f %%, charged %llu ns, held %llu ns\n",
+           policy ? policy : "(unset)", on, *s, (unsigned long long)charged,
+           (unsigned long long)waited);
+    return charged > 0;
+}
+
+static void case_policy(void)
+{
+    double s;
+    CHECK(limited_under(NULL, 1, &s), "unset policy: limited while the switch is 1");
+    CHECK(s <= 30 + 3, "share %.1f within the cap", s);
+    CHECK(!limited_under(NULL, 0, &s), "unset policy: not limited, switch 0");
+    CHECK(!limited_under("default", 0, &s), "default: not limited, switch 0");
+    CHECK(limited_under("force", 0, &s), "force: limited whatever the switch");
+    CHECK(s <= 30 + 3, "force: share %.1f within the cap", s);
+    CHECK(!limited_under("disable", 1, &s), "disable: never limited");
+    CHECK(!limited_under("DISABLE", 1, &s), "values in any case, as HAMi-core");
+    printf("policy: ok\n");
+}
+
+/* No CUDA_DEVICE_SM_LIMIT: nothing measured, nothing held. */
+static void case_nolimit(void)
+{
+    struct tenant t = {0, 0, "force", WORK_ASYNC, 200, 0, 0, 0};
+    struct run *run = run_tenants(&t, 1, 0.5);
+    uint64_t charged, waited;
+    budget_stats(0, &charged, &waited);
+    CHECK(run->t[0].gpu_ns > 0, "kernels ran");
+    CHECK(charged == 0 && waited == 0, "no limit: charged %llu, held %llu",
+          (unsigned long long)charged, (unsigned long long)waited);
+    printf("nolimit: ok (share %.1f %%)\n", share(run, 1, 0));
+}
+
+/* HAMi's monitor holds launches with recent_kernel = -1 and releases them
+ * with 0; a launch that runs sets it to 2 and stamps last_kernel_time. */
+struct held { volatile int launched; CUcontext ctx; };
+
+static void *launcher(void *arg)
+{
+    struct held *h = arg;
+    CU_OK(cuCtxSetCurrent(h->ctx));
+    uint32_t us = 10;
+    void *params[] = {&us};
+    CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+    __atomic_store_n(&h->launched, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void case_recent_kernel(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s", container_path(0));
+    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", path, 1);
+    unlink(path);
+    CUcontext ctx = fakegpu_context(0); /* attaches the region */
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0, "region open");
+    int32_t v = -1;
+    CHECK(pwrite(fd, &v, 4, OFF_RECENT_KERNEL) == 4, "hold written");
+    struct held h = {0, ctx};
+    pthread_t th;
+    pthread_create(&th, NULL, launcher, &h);
+    usleep(300000);
+    CHECK(!__atomic_load_n(&h.launched, __ATOMIC_SEQ_CST),
+          "recent_kernel -1 holds the launch");
+    CHECK(fakegpu_launched_ns(0) == 0, "nothing reached the device");
+    v = 0;
+    CHECK(pwrite(fd, &v, 4, OFF_RECENT_KERNEL) == 4, "release written");
+    pthread_join(th, NULL);
+    CHECK(fakegpu_launched_ns(0) > 0, "the launch ran once released");
+    int32_t rk = 0;
+    int64_t when = 0;
+    CHECK(pread(fd, &rk, 4, OFF_RECENT_KERNEL) == 4 && rk == 2,
+          "recent_kernel set to 2 by the launch (%d)", rk);
+    CHECK(pread(fd, &when, 8, OFF_LAST_KERNEL_TIME) == 8 &&
+          when >= (int64_t)time(NULL) - 5 && when <= (int64_t)time(NULL),
+          "last_kernel_time is now (%lld)", (long long)when);
+    close(fd);
+    printf("recent_kernel: ok\n");
+}
+
+/* Every launch function, found every way a program finds it, is limited:
+ * two 1 ms launches through it add at least the first one's measured time
+ * to the container's budget. */
+typedef CUresult (*launch_fn)(CUfunction, unsigned, unsigned, unsigned,
+                              unsigned, unsigned, unsigned, unsigned, CUstream,
+                              void **, void **);
+typedef CUresult (*launch_ex_fn)(const CUlaunchConfig *, CUfunction, void **,
+                                 void **);
+typedef CUresult (*coop_fn)(CUfunction, unsigned, unsigned, unsigned, unsigned,
+                            unsigned, unsigned, unsigned, CUstream, void **);
+typedef CUresult (*graph_fn)(CUgraphExec, CUstream);
+typedef CUresult (*getproc_fn)(const char *, void **, int, cuuint64_t,
+                               CUdriverProcAddressQueryResult *);
+
+enum kind { KERNEL, KERNEL_EX, COOPERATIVE, GRAPH };
+
+static void launch_via(enum kind k, void *fn, CUgraphExec graph)
+{
+    uint32_t us = 1000;
+    void *params[] = {&us};
+    CUlaunchConfig cfg = {.gridDimX = 1, .gridDimY = 1, .gridDimZ = 1,
+                          .blockDimX = 1, .blockDimY = 1, .blockDimZ = 1};
+    CUfunction f = (CUfunction)1;
+    switch (k) {
+    case KERNEL: CU_OK(((launch_fn)fn)(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL)); break;
+    case KERNEL_EX: CU_OK(((launch_ex_fn)fn)(&cfg, f, params, NULL)); break;
+    case COOPERATIVE: CU_OK(((coop_fn)fn)(f, 1, 1, 1, 1, 1, 1, 0, NULL, params)); break;
+    case GRAPH: CU_OK(((graph_fn)fn)(graph, NULL)); break;
+    }
+    CU_OK(cuCtxSynchronize());
+}
+
+static void case_paths(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s", container_path(0));
+    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", path, 1);
+    setenv("CUDA_DEVICE_SM_LIMIT", "90", 1);
+    setenv("GPU_CORE_UTILIZATION_POLICY", "force", 1);
+    unlink(path);
+    fakegpu_context(0);
+    CUgraphExec graph = graph_of(1, 1000);
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    getproc_fn getproc = (getproc_fn)dlsym(cuda, "cuGetProcAddress_v2");
+    const struct { const char *name; enum kind kind; void *direct; bool pt; } fns[] = {
+        {"cuLaunchKernel", KERNEL, (void *)cuLaunchKernel, false},
+        {"cuLaunchKernel_ptsz", KERNEL, (void *)cuLaunchKernel_ptsz, true},
+        {"cuLaunchKernelEx", KERNEL_EX, (void *)cuLaunchKernelEx, false},
+        {"cuLaunchKernelEx_ptsz", KERNEL_EX, (void *)cuLaunchKernelEx_ptsz, true},
+        {"cuLaunchCooperativeKernel", COOPERATIVE, (void *)cuLaunchCooperativeKernel, false},
+        {"cuLaunchCooperativeKernel_ptsz", COOPERATIVE,
+         (void *)cuLaunchCooperativeKernel_ptsz, true},
+        {"cuGraphLaunch", GRAPH, (void *)cuGraphLaunch, false},
+        {"cuGraphLaunch_ptsz", GRAPH, (void *)cuGraphLaunch_ptsz, true},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        char base[64];
+        snprintf(base, sizeof base, "%s", fns[i].name);
+        char *suffix = strstr(base, "_ptsz");
+        if (suffix)
+            *suffix = '\0';
+        void *by_getproc = NULL;
+        CU_OK(getproc(base, &by_getproc, 13000,
+                      fns[i].pt ? CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+                                : CU_GET_PROC_ADDRESS_DEFAULT, NULL));
+        void *ways[] = {fns[i].direct, dlsym(cuda, fns[i].name), by_getproc};
+        const char *how[] = {"direct", "dlsym", "cuGetProcAddress"};
+        for (int w = 0; w < 3; w++) {
+            CHECK(ways[w] != NULL, "%s found by %s", fns[i].name, how[w]);
+            uint64_t before, after, held;
+            budget_stats(0, &before, &held);
+            launch_via(fns[i].kind, ways[w], graph);
+            launch_via(fns[i].kind, ways[w], graph);
+            budget_stats(0, &after, &held);
+            CHECK(after - before >= 900000, "%s by %s: %llu ns charged",
+                  fns[i].name, how[w], (unsigned long long)(after - before));
+        }
+    }
+    CU_OK(cuGraphExecDestroy(graph));
+    printf("paths: ok\n");
+}
+
+/* Launches into a capturing stream run nothing: not held, not charged; the
+ * captured graph is charged when it is launched. */
+static void case_capture(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s", container_path(0));
+    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", path, 1);
+    setenv("CUDA_DEVICE_SM_LIMIT", "10", 1);
+    unlink(path);
+    fakegpu_context(0);
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    /* Into debt first: 100 ms at 10 % would hold the next launch 1 s. */
+    uint32_t us = 100000, tiny = 1;
+    void *params[] = {&us}, *tiny_params[] = {&tiny};
+    CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    CU_OK(cuStreamSynchronize(s));
+    CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, tiny_params, NULL));
+    CU_OK(cuStreamSynchronize(s));
+    uint64_t charged0, held0, ran0 = fakegpu_launched_ns(0);
+    budget_stats(0, &charged0, &held0);
+    CHECK(charged0 >= 100000000, "in debt (%llu)", (unsigned long long)charged0);
+    CU_OK(cuStreamBeginCapture_v2(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    us = 1000;
+    for (int i = 0; i < 50; i++)
+        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    CUgraph g;
+    CU_OK(cuStreamEndCapture(s, &g));
+    uint64_t charged, held;
+    budget_stats(0, &charged, &held);
+    CHECK(charged == charged0 && held == held0 && fakegpu_launched_ns(0) == ran0,
+          "capturing: nothing ran, charged %llu more, held %llu ns more",
+          (unsigned long long)(charged - charged0),
+          (unsigned long long)(held - held0));
+    CUgraphExec exec;
+    CU_OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+    CU_OK(cuGraphLaunch(exec, s));
+    CU_OK(cuStreamSynchronize(s));
+    CU_OK(cuGraphLaunch(exec, s)); /* reaps the first: charges its 50 ms */
+    budget_stats(0, &charged, &held);
+    CHECK(charged >= charged0 + 50000000, "the captured graph's launch is "
+          "charged (%llu)", (unsigned long long)(charged - charged0));
+    CU_OK(cuGraphExecDestroy(exec));
+    CU_OK(cuGraphDestroy(g));
+    CU_OK(cuStreamDestroy_v2(s));
+    printf("capture: ok\n");
+}
+
+/* Fail closed: the region file cannot be used (a directory stands at its
+ * path). With a memory limit too, the process counts in a region of its
+ * own; with only the compute limit, in a budget of its own: either way its
+ * launches stay under the cap. */
+static void case_failclosed(void)
+{
+    for (int with_memory = 0; with_memory < 2; with_memory++) {
+        if (with_memory)
+            setenv("CUDA_DEVICE_MEMORY_LIMIT", "4g", 1);
+        rmdir(container_path(0));
+        unlink(container_path(0));
+        CHECK(mkdir(container_path(0), 0700) == 0, "a directory at the path");
+        struct tenant t = {0, 30, "force", WORK_ASYNC, 200, 0, 0, 0};
+        struct run *run = run_tenants(&t, 1, 1.0);
+        double s = share(run, 1, 0);
+        printf("unusable region, %s: share %.1f %% (cap 30 %%)\n",
+               with_memory ? "memory limit too (local region)"
+                           : "compute limit only (own budget)", s);
+        CHECK(s <= 30 + 3, "limited without the region: share %.1f", s);
+        rmdir(container_path(0));
+    }
+    printf("failclosed: ok\n");
+}
+
+int main(int argc, char **argv)
+{
+    hook_fresh(1, "8g", NULL);
+    const char *c = argc > 1 ? argv[1] : "paths";
+    if (strcmp(c, "long") == 0)
+        one("long kernels, synchronized after each", 30, WORK_SYNC_EACH, 2000);
+    else if (strcmp(c, "short") == 0)
+        one("short kernels, asynchronous", 30, WORK_ASYNC, 25);
+    else if (strcmp(c, "graph") == 0)
+        one("graph replay", 40, WORK_GRAPH, 50);
+    else if (strcmp(c, "two") == 0)
+        case_containers(2, (const int[]){30, 50});
+    else if (strcmp(c, "three") == 0)
+        case_containers(3, (const int[]){20, 30, 40});
+    else if (strcmp(c, "processes") == 0)
+        case_processes();
+    else if (strcmp(c, "policy") == 0)
+        case_policy();
+    else if (strcmp(c, "nolimit") == 0)
+        case_nolimit();
+    else if (strcmp(c, "failclosed") == 0)
+        case_failclosed();
+    else if (strcmp(c, "capture") == 0)
+        case_capture();
+    else if (strcmp(c, "paths") == 0)
+        case_paths();
+    else if (strcmp(c, "recent_kernel") == 0)
+        case_recent_kernel();
+    else
+        CHECK(false, "unknown case %s", c);
+    return 0;
+}

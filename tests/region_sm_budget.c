@@ -1,0 +1,49 @@
+/* The compute budget's token bucket, alone, at chosen times: a new bucket
+ * starts empty, refills at cap x wall time up to the burst, debt makes
+ * launches wait exactly until it is repaid, each interval is credited once,
+ * and a damaged or stale bucket never holds launches without bound. */
+#include <stdint.h>
+
+#include "testutil.h"
+#include "vgpu/sm_budget.h"
+
+#define MS 1000000ull
+
+int main(void)
+{
+    struct vgpu_sm_budget b = {0};
+    uint64_t t = 1000 * MS;
+    CHECK(vgpu_sm_budget_wait(&b, 0, t) == 0, "no cap: never waits");
+    CHECK(vgpu_sm_budget_wait(&b, 100, t) == 0, "100 %%: never waits");
+    CHECK(vgpu_sm_budget_wait(&b, 30, t) > 0, "a new bucket starts empty");
+    CHECK(b.tokens == 0 && b.refilled_at == t, "started at t");
+    CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS) == 0, "10 ms later: go");
+    CHECK(b.tokens == (int64_t)(3 * MS), "10 ms at 30 %% = 3 ms (%lld)",
+          (long long)b.tokens);
+    CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS) == 0 && b.tokens == (int64_t)(3 * MS),
+          "the same interval is not credited twice");
+    vgpu_sm_budget_charge(&b, 9 * MS); /* a 9 ms kernel: 6 ms of debt */
+    uint64_t wait = vgpu_sm_budget_wait(&b, 30, t + 10 * MS);
+    CHECK(wait >= 20 * MS && wait <= 20 * MS + 10, "6 ms of debt at 30 %% = "
+          "20 ms of waiting (%llu)", (unsigned long long)wait);
+    CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS + wait) == 0, "repaid after it");
+    CHECK(vgpu_sm_budget_charged(&b) == 9 * MS, "charged counted");
+    /* Idle for a minute: at most the burst is kept. */
+    vgpu_sm_budget_wait(&b, 30, t + 60000 * MS);
+    CHECK(b.tokens == VGPU_SM_BURST_NS / 100 * 30, "burst kept: %lld",
+          (long long)b.tokens);
+    /* Overcharged estimates come back. */
+    vgpu_sm_budget_charge(&b, -5 * MS);
+    CHECK(b.tokens == VGPU_SM_BURST_NS / 100 * 30 + (int64_t)(5 * MS), "refund");
+    /* A damaged or stale file: refill time far ahead, enormous debt. */
+    struct vgpu_sm_budget bad = {.tokens = INT64_MIN / 2, .refilled_at = UINT64_MAX - 5};
+    CHECK(vgpu_sm_budget_wait(&bad, 50, t) == 0 || bad.tokens == 0,
+          "a refill time from the future starts the bucket again");
+    CHECK(bad.refilled_at == t && bad.tokens == 0, "reset to now, empty");
+    bad.tokens = INT64_MIN / 2;
+    wait = vgpu_sm_budget_wait(&bad, 50, t + MS);
+    CHECK(wait <= (uint64_t)VGPU_SM_MAX_DEBT_NS * 2 + 10,
+          "debt bounded: wait %llu ns", (unsigned long long)wait);
+    printf("region_sm_budget: ok\n");
+    return 0;
+}
