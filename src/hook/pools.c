@@ -8,12 +8,14 @@
  *  - before the driver is asked, an allocation charges what the pool's
  *    cache does not cover: what the pool uses (CU_MEMPOOL_ATTR_USED_MEM_
  *    CURRENT), plus the allocations in flight, plus this one rounded up to
- *    the driver's 2 MiB granularity, less what is charged; so reserved
- *    memory is charged before the driver can take it;
+ *    the driver's 2 MiB granularity, less what is charged; where that is
+ *    more than nothing, the pool grows, by up to the most it ever grew
+ *    beyond such an estimate (a driver that reserves larger chunks): that
+ *    is charged too; so reserved memory is charged before the driver can
+ *    take it (a pool's first growth beyond the estimate excepted);
  *  - after the driver answered, after a synchronization, a trim or a
  *    destruction, the charge is set to what the driver says the pool
- *    reserves (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT; at least what is
- *    live): growth beyond the estimate (the driver reserves in chunks) is
+ *    reserves (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT): growth beyond the estimate (the driver reserves in chunks) is
  *    charged, or, over the limit, the allocation is freed and refused;
  *    what the driver released is uncharged (only while no allocation of
  *    the pool is between its charge and its settle);
@@ -39,14 +41,16 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_POOLS 256
 #define GRANULARITY (2ull << 20) /* a pool reserves in chunks of at least this */
+#define HOST_POOL (-2)           /* a pool of host memory: not counted */
 
 struct pool {
     CUmemoryPool handle; /* NULL: a free record */
-    int dev;             /* CUDA ordinal of its memory */
+    int dev;             /* CUDA ordinal of its memory, or HOST_POOL */
     bool destroyed;      /* by cuMemPoolDestroy; kept while allocations live */
     bool blind;          /* its reserved size cannot be read: live only */
     int inflight;        /* allocations between their charge and settle */
     uint64_t pending;    /* their bytes, rounded up to the granularity */
+    uint64_t slack;      /* most the pool ever grew beyond its estimate */
     uint64_t charged;    /* bytes charged to the region for this pool */
     uint64_t live;       /* bytes allocated from it and not freed, rounded */
     uint64_t threshold;  /* its release threshold */
@@ -87,7 +91,7 @@ static struct pool *find(CUmemoryPool handle)
 static struct pool *record(CUmemoryPool handle, int dev)
 {
     struct pool *p = find(handle);
-    if (p != NULL || dev < 0)
+    if (p != NULL || (dev < 0 && dev != HOST_POOL))
         return p;
     for (int i = 0; i < MAX_POOLS; i++)
         if (pools[i].handle == NULL) {
@@ -149,6 +153,8 @@ static bool query(struct pool *p, CUmemPool_attribute attr, uint64_t *value)
  * charged). Caller holds the lock. */
 static bool settle(struct pool *p)
 {
+    if (p->dev == HOST_POOL)
+        return true;
     uint64_t target = p->live, reserved;
     if (query(p, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved))
         target = reserved;
@@ -170,6 +176,8 @@ static bool reserve_locked(struct pool *p, uint64_t bytes)
     uint64_t used = p->live;
     query(p, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used);
     uint64_t want = used + p->pending + rounded(bytes);
+    if (want > p->charged) /* the cache falls short: the pool will grow */
+        want += p->slack;
     uint64_t need = want > p->charged ? want - p->charged : 0;
     if (need > 0 &&
         !vgpu_region_try_charge(account_region(), p->dev, need, VGPU_CHARGE_DATA))
@@ -307,6 +315,7 @@ static CUresult settle_alloc(struct pool *p, uint64_t bytes, CUresult rc,
 {
     lock_pools();
     CUmemoryPool handle = p->handle;
+    uint64_t estimated = p->charged;
     p->inflight--;
     p->pending -= rounded(bytes);
     if (rc == CUDA_SUCCESS) {
@@ -314,6 +323,10 @@ static CUresult settle_alloc(struct pool *p, uint64_t bytes, CUresult rc,
         ledger_put(SPACE_POINTER, ptr, (struct ledger_entry){
             p->dev, VGPU_CHARGE_DATA, bytes, pool_index(p) + 1});
     }
+    uint64_t reserved;
+    if (rc == CUDA_SUCCESS && query(p, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved) &&
+        reserved > estimated && reserved - estimated > p->slack)
+        p->slack = reserved - estimated; /* learn: pre-charge it next time */
     bool fits = settle(p);
     pthread_mutex_unlock(&lock);
     if (rc != CUDA_SUCCESS || fits)
@@ -346,11 +359,14 @@ static CUresult pool_alloc(CUdeviceptr *dptr, size_t bytes, CUmemoryPool handle,
                    rc == CUDA_SUCCESS ? *dptr : 0);
         return rc;
     }
-    if (!reserve(p, bytes))
+    bool host = p->dev == HOST_POOL; /* set once, at creation */
+    if (!host && !reserve(p, bytes))
         return CUDA_ERROR_OUT_OF_MEMORY;
     charge_begin(&c, -1, 0, VGPU_CHARGE_DATA); /* only enters the driver */
     CUresult rc = call(dptr, bytes, handle, s);
     charge_end(&c, false, SPACE_POINTER, 0);
+    if (host)
+        return rc;
     return settle_alloc(p, bytes, rc, rc == CUDA_SUCCESS ? *dptr : 0, s, release);
 }
 
@@ -464,9 +480,10 @@ EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
     if (REAL(cuMemPoolCreate) == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
     CUresult rc = REAL(cuMemPoolCreate)(pool, props);
-    /* Host and NUMA pools are not device memory: not counted. */
-    if (rc == CUDA_SUCCESS && props->location.type == CU_MEM_LOCATION_TYPE_DEVICE)
-        known(*pool, props->location.id);
+    /* Host and NUMA pools are not device memory: known, not counted. */
+    if (rc == CUDA_SUCCESS)
+        known(*pool, props->location.type == CU_MEM_LOCATION_TYPE_DEVICE
+                         ? props->location.id : HOST_POOL);
     return rc;
 }
 

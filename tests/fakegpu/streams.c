@@ -1,6 +1,7 @@
 /* The simulated driver's streams, events and stream-ordered pools.
  *
- * A pool holds what it reserved from the device (in 2 MiB chunks), not only
+ * A pool holds what it reserved from the device (in chunks of
+ * FAKEGPU_POOL_CHUNK, default 2 MiB; allocations are rounded to 2 MiB), not only
  * what is allocated from it, as the driver's pools do: a freed allocation
  * goes back to the pool's cache; a synchronization (stream, event or
  * context) gives back what exceeds the pool's release threshold (default
@@ -118,9 +119,22 @@ static struct fg_pool default_pools[FG_MAX_DEVICES];
 static struct fg_pool *current_pools[FG_MAX_DEVICES];
 static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
 
+static uint64_t round_up(uint64_t bytes, uint64_t unit)
+{
+    return (bytes + unit - 1) / unit * unit;
+}
+
 static uint64_t chunked(uint64_t bytes)
 {
-    return (bytes + FG_GRANULARITY - 1) / FG_GRANULARITY * FG_GRANULARITY;
+    return round_up(bytes, FG_GRANULARITY);
+}
+
+/* How much a pool grows by at least (some drivers reserve more than asked). */
+static uint64_t growth_unit(void)
+{
+    const char *v = getenv("FAKEGPU_POOL_CHUNK");
+    uint64_t mib = v ? strtoull(v, NULL, 10) : 0;
+    return mib ? mib << 20 : FG_GRANULARITY;
 }
 
 /* As the driver: a fork child owns none of its parent's pool memory. */
@@ -205,7 +219,7 @@ static CUresult pool_allocate(uint64_t *dptr, uint64_t bytes, struct fg_pool *p)
     uint64_t need = chunked(bytes);
     pthread_mutex_lock(&pools_lock);
     if (p->reserved - p->used < need) {
-        uint64_t grow = p->used + need - p->reserved;
+        uint64_t grow = round_up(p->used + need - p->reserved, growth_unit());
         if (!fg_reserve(p->physical, grow)) {
             pthread_mutex_unlock(&pools_lock);
             return CUDA_ERROR_OUT_OF_MEMORY;
