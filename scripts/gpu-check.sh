@@ -21,6 +21,7 @@ gcc -O2 -I$CUDA/include tests/gpu/driver_check.c -o $B/driver_check \
     -L$CUDA/lib64/stubs -lcuda || exit 1
 gcc -O2 -I$CUDA/include tests/gpu/runtime_check.c -o $B/runtime_check \
     -L$CUDA/lib64 -lcudart -Wl,-rpath,$CUDA/lib64 || exit 1
+scripts/gpu-pool-probes.sh $B > "$RES/pool-probes.txt" || exit 1
 
 LIB=$PWD/$B/libvgpu.so
 REGION=$RES/region.cache
@@ -41,6 +42,11 @@ PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True vg python3 tests/gpu/torch_chec
 PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync vg python3 tests/gpu/torch_check.py torch_async 2>&1 | record
 vg $B/runtime_check limit 2>&1 | record
 vg $B/driver_check limit 2>&1 | record
+echo "-- pools: cached 3 GiB then a plain 3 GiB (each holds 1 s: sample NVML then)"
+while IFS=$'\t' read -r name cmd; do
+    echo "-- $name"
+    vg $cmd </dev/null 2>&1 | record
+done < "$RES/pool-probes.txt"
 echo "-- nvidia-smi under vgpu (NVML hooked) while a process holds 3 GiB"
 rm -f "$REGION" "$RES/held"
 env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_LIMIT=4g CUDA_DEVICE_MEMORY_SHARED_CACHE="$REGION" \
