@@ -35,6 +35,7 @@ int main(void)
     for (int i = 0; i < n; i++)
         CU_OK(cuMemFreeAsync(p[i], s));
     CU_OK(cuMemPoolDestroy(pool));
+    CU_OK(cuStreamDestroy_v2(s));
     CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
     printf("hook_pool_chunks: ok\n");
     return 0;
