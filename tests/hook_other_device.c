@@ -66,6 +66,7 @@ int main(void)
     CU_OK(cuCtxSetCurrent(c1));
     CU_OK(cuMemFree_v2(held));
     CHECK(region_used(1) == 0 && region_used(0) == 0, "all returned");
+    CU_OK(cuStreamDestroy_v2(s1));
     printf("hook_other_device: ok\n");
     return 0;
 }
