@@ -218,6 +218,7 @@ bool reconcile_before_charge(int dev, uint64_t bytes)
     pthread_mutex_unlock(&lock);
     if (!ok)
         log_debug("device %d: %llu bytes held by the driver beyond the charges "
-                  "do not fit: refused", dev, (unsigned long long)unpaid[dev]);
+                  "do not fit: refused", dev,
+                  (unsigned long long)atomic_load_n(&unpaid[dev], RELAXED)); /* a hint */
     return ok;
 }
