@@ -19,6 +19,8 @@
 struct shared {
     uint64_t progress; /* successful operations, all workers */
     int stop;
+    int attach_failed; /* workers that could not attach */
+    int attached;      /* workers that did */
 };
 
 static struct shared *sh;
@@ -30,7 +32,12 @@ static void worker(const char *path)
     o.path = path;
     o.limits[0] = LIMIT;
     struct vgpu_region *r = vgpu_region_attach(&o);
-    CHECK(r != NULL, "attach");
+    if (r == NULL) {
+        /* The main loop sees this exit (not a SIGKILL) and fails. */
+        __atomic_add_fetch(&sh->attach_failed, 1, __ATOMIC_RELAXED);
+        _exit(2);
+    }
+    __atomic_add_fetch(&sh->attached, 1, __ATOMIC_RELAXED);
     uint64_t seed = (uint64_t)getpid() * 2654435761u;
     uint64_t held[8] = {0};
     while (!__atomic_load_n(&sh->stop, __ATOMIC_RELAXED)) {
@@ -79,17 +86,34 @@ int main(void)
     pid_t pids[WORKERS];
     for (int i = 0; i < WORKERS; i++)
         pids[i] = spawn(path);
+    /* The storm starts once the region exists: an initializer killed
+     * half-way is another test's fault (region attach tests). */
+    double deadline = now_seconds() + STALL_SECONDS;
+    while (__atomic_load_n(&sh->attached, __ATOMIC_RELAXED) +
+               __atomic_load_n(&sh->attach_failed, __ATOMIC_RELAXED) < WORKERS) {
+        CHECK(now_seconds() < deadline, "workers did not attach");
+        usleep(1000);
+    }
     uint64_t seed = 88172645463325252ull;
     for (int k = 0; k < KILLS; k++) {
         usleep((useconds_t)(rng_next(&seed) % 2000));
         int victim = (int)(rng_next(&seed) % WORKERS);
         kill(pids[victim], SIGKILL);
-        CHECK(waitpid(pids[victim], NULL, 0) == pids[victim], "waitpid");
+        int status = 0;
+        CHECK(waitpid(pids[victim], &status, 0) == pids[victim], "waitpid");
+        /* A worker only ever ends by our SIGKILL: one that exited by itself
+         * failed (its attach, or a check). */
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+              "kill %d: worker %d ended by itself (status %d; %d attaches "
+              "failed)", k, (int)pids[victim], status,
+              __atomic_load_n(&sh->attach_failed, __ATOMIC_RELAXED));
         pids[victim] = spawn(path);
         wait_for_progress();
     }
     __atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
     CHECK(wait_children(WORKERS) == 0, "a survivor failed");
+    CHECK(__atomic_load_n(&sh->attach_failed, __ATOMIC_RELAXED) == 0,
+          "%d workers could not attach", sh->attach_failed);
 
     struct vgpu_region *view = vgpu_region_open_existing(path);
     CHECK(view != NULL, "open");

@@ -23,6 +23,44 @@
  * SIGBUS and SIGSEGV); a SIGBUS handler is installed at the first attach
  * (it acts only on faults inside a region's mapping and passes every other
  * SIGBUS on); a handler the application installs later replaces it.
+ *
+ * Caveats (the process's lifecycle; src/region/lifecycle.c):
+ *  - Exit: at exit (the library's destructor) every slot this process
+ *    attached is given back, while other threads may still run until the
+ *    kernel stops them. From then on their charges through the handle are
+ *    refused (false) and their uncharges dropped. Charges in progress are
+ *    waited for, at most 1 s; if one does not finish (a thread stopped
+ *    inside it), the slot is left to the crash path below. _exit() and
+ *    death by a signal skip the destructor: the crash path.
+ *  - Crash: a process that dies holding a slot blocks nobody; the kernel
+ *    drops its slot lock and peers reclaim the slot (on a refused charge,
+ *    or a few slots at each attach). At most the one charge the dying
+ *    thread had in flight stays counted, too high, until a process finds
+ *    itself alone in the region (at its next refused charge, or at attach).
+ *  - Fork: a child never uses, releases or unlocks its parent's slot, and
+ *    never takes a lock another parent thread held at the fork; it claims
+ *    a slot of its own on its first charge (a few system calls, as an
+ *    attach), and its exit returns only what it charged. The parent's
+ *    charges stay the parent's; the child's allocations count against the
+ *    same limit. A raw fork system call (no atfork handlers) is detected
+ *    too, by a MADV_WIPEONFORK page (Linux 4.14+; getpid() on each charge
+ *    where madvise refuses it; where it is accepted but not honoured, as
+ *    under qemu-user, such a child charges to the parent's slot, and only
+ *    its exit, which checks getpid(), is safe); until its first charge or
+ *    its exit such a child keeps a
+ *    reference to the parent's open file description, so a parent killed
+ *    meanwhile is reclaimed only after the child ends. vfork children
+ *    share the parent's memory: exec or _exit only.
+ *  - Threads: every call may be made from any thread, except attach,
+ *    detach and reset: vgpu_region_detach frees the handle, so no other
+ *    thread may use it then (release_slot is the call for exit paths).
+ *  - Signals: charge and uncharge take no lock and may be interrupted
+ *    anywhere; calling them from a signal handler is not supported (an
+ *    exit from a handler that interrupted a charge waits the 1 s bound,
+ *    then leaves the slot to the crash path). Attach takes file locks and
+ *    allocates: never from a handler.
+ *  - Counters never go below zero: an uncharge of more than this process
+ *    holds on a device is clamped to what it holds, with one warning.
  */
 #ifndef VGPU_REGION_H
 #define VGPU_REGION_H
@@ -71,11 +109,15 @@ bool vgpu_region_is_local(const struct vgpu_region *r);
 void vgpu_region_detach(struct vgpu_region *r);
 
 /* Give the slot back (returning what it holds) but keep the mapping: later
- * charges of this process are not accounted. For exit paths. */
+ * charges through r are refused and uncharges dropped. Waits (at most 1 s)
+ * for charges other threads have in progress; if they do not finish, the
+ * slot is left to be reclaimed after the process ends. For exit paths; the
+ * library calls it for every attached handle at exit. */
 void vgpu_region_release_slot(struct vgpu_region *r);
 
 /* Reserve bytes on dev before asking the driver. False: over the limit
- * (after trying to reclaim dead processes' charges once). */
+ * (after trying to reclaim dead processes' charges once), or the slot was
+ * given back (exit). True without accounting when r is NULL. */
 bool vgpu_region_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
                             enum vgpu_charge_kind kind);
 
@@ -85,7 +127,8 @@ void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
                         enum vgpu_charge_kind kind, bool driver_ok);
 
 /* Return bytes charged earlier by this process (driver free, or driver
- * failure after try_charge). */
+ * failure after try_charge). More than it holds on dev: clamped to what it
+ * holds (never below zero), with one warning. */
 void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                           enum vgpu_charge_kind kind);
 

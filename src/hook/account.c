@@ -74,9 +74,15 @@ static void record_devices(struct vgpu_region *r)
     }
 }
 
+/* A process that only asks (nvidia-smi) reads the file through this view. */
+static pthread_mutex_t view_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void after_fork_child(void)
 {
-    ledger_clear(); /* the parent's allocations are not the child's */
+    /* Single-threaded here, but other parent threads may have held these
+     * locks at the fork: they are made anew, never taken. */
+    ledger_reset_after_fork(); /* the parent's allocations are not the child's */
+    pthread_mutex_init(&view_lock, NULL);
 }
 
 static bool control_disabled(void)
@@ -103,14 +109,6 @@ static void attach(void)
         record_devices(region);
 }
 
-/* The driver frees a process's memory when it exits; leave the region then
- * too, returning the slot and whatever it still holds. The mapping stays:
- * another thread may still be inside a hook while the process exits. */
-__attribute__((destructor)) static void leave(void)
-{
-    vgpu_region_release_slot(region);
-}
-
 struct vgpu_region *account_region(void)
 {
     pthread_once(&attached, attach);
@@ -126,13 +124,12 @@ struct vgpu_region *account_region_view(void)
         return NULL;
     /* A process that only asks (nvidia-smi): read the file if it exists,
      * without taking a slot; try again on later calls if it does not yet. */
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static struct vgpu_region *view;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&view_lock);
     const char *path = vgpu_env(VGPU_ENV_SHARED_CACHE);
     if (view == NULL && access(path, F_OK) == 0)
         view = vgpu_region_open_existing(path);
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&view_lock);
     return view;
 }
 

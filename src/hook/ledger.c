@@ -1,5 +1,7 @@
 /* A chained hash table split into shards, each under its own mutex: two
- * threads contend only when they touch the same shard. */
+ * threads contend only when they touch the same shard. The mutexes are
+ * initialized statically: nothing runs once, so a fork child never waits
+ * on a once-routine or lock that another parent thread was in. */
 #include "hook/ledger.h"
 
 #include <pthread.h>
@@ -18,15 +20,7 @@ struct node {
 static struct shard {
     pthread_mutex_t lock;
     struct node *buckets[BUCKETS];
-} shards[SHARDS];
-
-static pthread_once_t ready = PTHREAD_ONCE_INIT;
-
-static void init_shards(void)
-{
-    for (int i = 0; i < SHARDS; i++)
-        pthread_mutex_init(&shards[i].lock, NULL);
-}
+} shards[SHARDS] = {[0 ... SHARDS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 
 static uint64_t mix(uint64_t k)
 {
@@ -39,7 +33,6 @@ static uint64_t mix(uint64_t k)
 
 static struct node **bucket(struct shard **s, enum ledger_space space, uint64_t key)
 {
-    pthread_once(&ready, init_shards);
     uint64_t h = mix(key * 4 + (uint64_t)space);
     *s = &shards[h % SHARDS];
     return &(*s)->buckets[(h / SHARDS) % BUCKETS];
@@ -81,27 +74,29 @@ bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e)
     return true;
 }
 
-void ledger_clear(void)
+void ledger_reset_after_fork(void)
 {
-    pthread_once(&ready, init_shards);
+    /* Another parent thread may have held a shard's lock at the fork: the
+     * child makes the locks anew instead of taking them. Every chain is
+     * still a list (each change of it is one pointer store), so its nodes
+     * are freed; a node another thread had just unlinked is lost with that
+     * thread. */
     for (int i = 0; i < SHARDS; i++) {
-        pthread_mutex_lock(&shards[i].lock);
+        pthread_mutex_init(&shards[i].lock, NULL);
         for (int b = 0; b < BUCKETS; b++) {
             struct node *n = shards[i].buckets[b];
             shards[i].buckets[b] = NULL;
-            while (n) {
+            while (n != NULL) {
                 struct node *next = n->next;
                 free(n);
                 n = next;
             }
         }
-        pthread_mutex_unlock(&shards[i].lock);
     }
 }
 
 void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS])
 {
-    pthread_once(&ready, init_shards);
     for (int i = 0; i < SHARDS; i++) {
         pthread_mutex_lock(&shards[i].lock);
         for (int b = 0; b < BUCKETS; b++)

@@ -36,7 +36,8 @@ bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e);
  * (it lives until its handle is released). */
 void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS]);
 
-/* Forget everything (a fork child owns none of its parent's allocations). */
-void ledger_clear(void);
+/* In a fork child (single-threaded, in the atfork handler): forget every
+ * entry, without taking a lock another parent thread may have held. */
+void ledger_reset_after_fork(void);
 
 #endif

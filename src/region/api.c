@@ -1,6 +1,5 @@
 /* The public charge interface: argument checks, fork re-attach, reclaim on
  * refusal; the synchronization itself is the mode's (r->ops). */
-#include <pthread.h>
 #include <string.h>
 
 #include "atomic.h"
@@ -17,23 +16,6 @@ static bool device_ok(int dev)
         log_warn("device index %d is outside 0..%d; its memory is not "
                  "accounted", dev, VGPU_MAX_DEVICES - 1);
     return false;
-}
-
-/* True when r can charge in this process (re-attaching in a fork child). */
-static bool usable(struct vgpu_region *r)
-{
-    if (r == NULL)
-        return false;
-    /* Acquire: pairs with the release in region_rejoin_after_fork. */
-    if (atomic_load_n(&r->forked, ACQUIRE)) {
-        static pthread_mutex_t rejoin_lock = PTHREAD_MUTEX_INITIALIZER;
-        pthread_mutex_lock(&rejoin_lock); /* once per fork, not per charge */
-        if (atomic_load_n(&r->forked, RELAXED)) /* under rejoin_lock */
-            region_rejoin_after_fork(r);
-        pthread_mutex_unlock(&rejoin_lock);
-    }
-    /* Relaxed: a move (failover.c) changes it; the gate orders the rest. */
-    return atomic_load_n(&r->slot, RELAXED) >= 0;
 }
 
 /* This process's own charges (process memory): what a move to or from a
@@ -71,26 +53,46 @@ static bool charge_once(struct vgpu_region *r, int dev, uint64_t bytes,
     return ok;
 }
 
+/* charge_once inside the lifecycle gate (fork rejoin, exit). */
+static bool charge_gated(struct vgpu_region *r, int dev, uint64_t bytes,
+                         enum vgpu_charge_kind kind)
+{
+    enum gate g = lifecycle_enter(r);
+    if (g != GATE_OPEN)
+        return g == GATE_NO_SLOT; /* given back at exit: fail closed */
+    bool ok = charge_once(r, dev, bytes, kind);
+    lifecycle_leave(r);
+    return ok;
+}
+
 bool vgpu_region_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
                             enum vgpu_charge_kind kind)
 {
-    if (!device_ok(dev) || !usable(r))
+    if (!device_ok(dev))
         return true;
+    enum gate g = lifecycle_enter(r);
+    if (g != GATE_OPEN)
+        return g == GATE_NO_SLOT; /* given back at exit: fail closed */
     /* Relaxed: a flag; the move synchronizes. The SIGBUS guard's region is
      * made exact before we count on it. */
-    if (atomic_load_n(&r->lost, RELAXED))
+    bool lost = atomic_load_n(&r->lost, RELAXED);
+    lifecycle_leave(r);
+    if (lost)
         region_check_now(r);
-    if (charge_once(r, dev, bytes, kind))
+    if (charge_gated(r, dev, bytes, kind))
         return true;
     /* Before refusing: was the file deleted or replaced (the room may be in
-     * another region now), or can a local process join again? */
-    return region_check_now(r) && charge_once(r, dev, bytes, kind);
+     * another region now), or can a local process join again? Or, alone in
+     * the region, can what killed processes left counted be healed now? */
+    if (region_check_now(r) && charge_gated(r, dev, bytes, kind))
+        return true;
+    return lifecycle_heal_alone(r) && charge_gated(r, dev, bytes, kind);
 }
 
 void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
                         enum vgpu_charge_kind kind, bool driver_ok)
 {
-    if (!device_ok(dev) || !usable(r))
+    if (!device_ok(dev) || lifecycle_enter(r) != GATE_OPEN)
         return;
     region_op_enter(r);
     int at = region_index(r, dev); /* inside the gate, as in charge_once */
@@ -98,18 +100,20 @@ void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
     if (!driver_ok)
         own_sub(r, at, bytes, kind);
     region_op_exit(r);
+    lifecycle_leave(r);
 }
 
 void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                           enum vgpu_charge_kind kind)
 {
-    if (!device_ok(dev) || !usable(r))
+    if (!device_ok(dev) || lifecycle_enter(r) != GATE_OPEN)
         return;
     region_op_enter(r);
     int at = region_index(r, dev); /* inside the gate, as in charge_once */
     r->ops->uncharge(r, at, bytes, kind);
     own_sub(r, at, bytes, kind);
     region_op_exit(r);
+    lifecycle_leave(r);
 }
 
 uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
@@ -201,8 +205,11 @@ bool vgpu_region_has_uuid(const struct vgpu_region *r, int dev, const char *uuid
 
 void vgpu_region_debug_hold(struct vgpu_region *r)
 {
-    if (usable(r) && r->ops->hold)
-        r->ops->hold(r);
+    if (lifecycle_enter(r) == GATE_OPEN) {
+        if (r->ops->hold)
+            r->ops->hold(r);
+        lifecycle_leave(r);
+    }
 }
 
 bool vgpu_region_is_local(const struct vgpu_region *r)

@@ -30,69 +30,6 @@
 #include "log.h"
 #include "region_internal.h"
 
-/* ---- Attached handles, so that fork() can detach the child's copies ---- */
-
-#define MAX_HANDLES 16
-static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct vgpu_region *handles[MAX_HANDLES];
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void before_fork(void) { pthread_mutex_lock(&handles_lock); }
-static void after_fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
-
-static void after_fork_child(void)
-{
-    /* The child shares the parent's open file description, and with it the
-     * parent's locks: drop our reference so the parent's slot dies with the
-     * parent. The child claims a slot of its own on its first charge. */
-    for (int i = 0; i < MAX_HANDLES; i++) {
-        struct vgpu_region *r = handles[i];
-        if (r == NULL || r->slot < 0)
-            continue;
-        close(r->fd);
-        r->fd = -1;
-        r->slot = -1;
-        r->holds_attach = false;
-        atomic_store_n(&r->forked, true, RELAXED); /* single-threaded here */
-    }
-    pthread_mutex_unlock(&handles_lock);
-}
-
-static void install_atfork(void)
-{
-    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-}
-
-static void remember(struct vgpu_region *r, bool keep)
-{
-    pthread_mutex_lock(&handles_lock);
-    for (int i = 0; i < MAX_HANDLES; i++) {
-        if (keep && handles[i] == NULL) {
-            handles[i] = r;
-            break;
-        }
-        if (!keep && handles[i] == r)
-            handles[i] = NULL;
-    }
-    pthread_mutex_unlock(&handles_lock);
-}
-
-void region_publish_host_pid(int32_t hostpid)
-{
-    pthread_mutex_lock(&handles_lock);
-    for (int i = 0; i < MAX_HANDLES; i++) {
-        struct vgpu_region *r = handles[i];
-        /* Under handles_lock no slot is released meanwhile. Acquire: pairs
-         * with the release in region_rejoin_after_fork, so a rejoined
-         * handle's slot is read whole; a fork child's copy is skipped. The
-         * store is relaxed: a number for the monitor. */
-        if (r != NULL && !atomic_load_n(&r->forked, ACQUIRE) && r->slot >= 0 &&
-            r->pid == getpid())
-            atomic_store_n(&r->hami->procs[r->slot].hostpid, hostpid, RELAXED);
-    }
-    pthread_mutex_unlock(&handles_lock);
-}
-
 /* ---- Options ---- */
 
 void vgpu_attach_options_from_env(struct vgpu_attach_options *opts)
@@ -355,7 +292,7 @@ bool region_join_shared(struct vgpu_region *r,
     if (r->fd < 0)
         return false;
     if (take_attach_lock(r, opts, wait) && claim_slot(r)) {
-        r->pid = getpid();
+        atomic_store_n(&r->pid, getpid(), RELAXED); /* published by rejoin */
         if (!quiet)
             warn_on_disagreement(r, opts);
         return true;
@@ -373,7 +310,7 @@ bool region_join_shared(struct vgpu_region *r,
 /* Open, lock, map, claim: fills r. Where a limit is configured and the file
  * cannot be used, r gets a process-local region instead. False (after a log
  * line) only without a limit, or without memory. */
-static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
+bool region_join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
 {
     memcpy(r->limits, opts->limits, sizeof r->limits);
     memcpy(r->sm_limits, opts->sm_limits, sizeof r->sm_limits);
@@ -390,7 +327,6 @@ static bool join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
 
 struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts)
 {
-    pthread_once(&atfork_once, install_atfork);
     struct vgpu_region *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
@@ -404,55 +340,11 @@ struct vgpu_region *vgpu_region_attach(const struct vgpu_attach_options *opts)
     }
     strcpy(r->path, path);
     r->want_mode = requested_mode(opts);
-    if (!join(r, opts)) {
+    if (!region_join(r, opts)) {
         free(r);
         return NULL;
     }
-    remember(r, true);
+    lifecycle_track(r);
     truncation_guard_add(r);
     return r;
-}
-
-bool region_rejoin_after_fork(struct vgpu_region *r)
-{
-    struct vgpu_attach_options opts;
-    memset(&opts, 0, sizeof opts);
-    memcpy(opts.limits, r->hami->limit, sizeof opts.limits);
-    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
-        opts.sm_limits[d] = vgpu_region_sm_limit(r, d);
-    munmap(r->base, VGPU_FILE_SIZE);
-    r->base = NULL;
-    bool joined = join(r, &opts);
-    /* Release: threads that read forked == false (acquire, api.c) see the
-     * slot and mapping set up above. Failed: they run unlimited. */
-    atomic_store_n(&r->forked, false, RELEASE);
-    return joined;
-}
-
-void vgpu_region_release_slot(struct vgpu_region *r)
-{
-    if (r == NULL || r->slot < 0)
-        return;
-    if (r->ops->slots_enter)
-        r->ops->slots_enter(r);
-    pthread_mutex_lock(&handles_lock); /* against region_publish_host_pid */
-    slot_release(r);
-    pthread_mutex_unlock(&handles_lock);
-    if (r->ops->slots_exit)
-        r->ops->slots_exit(r);
-}
-
-void vgpu_region_detach(struct vgpu_region *r)
-{
-    if (r == NULL)
-        return;
-    remember(r, false);
-    truncation_guard_remove(r);
-    region_unwatch(r);
-    vgpu_region_release_slot(r);
-    if (r->fd >= 0)
-        close(r->fd); /* drops our attach lock */
-    if (r->base != NULL)
-        munmap(r->base, VGPU_FILE_SIZE);
-    free(r);
 }

@@ -8,12 +8,23 @@
  * limit holds because all updates of one counter are totally ordered
  * (its modification order) and each CAS checks the value it replaces.
  *
- * Order against crashes: charge adds to the device, then to the slot;
- * uncharge takes from the slot, then from the device. A process killed in
- * between leaves the device counting too high (the one in-flight charge),
- * never too low; region_heal returns it when no process is left.
+ * Order against crashes: charge adds to the device, then to the slot's
+ * total; uncharge takes from the slot's total, then from the device. A
+ * process killed in between leaves the device counting too high (the one
+ * in-flight charge), never too low; region_heal returns it when no process
+ * is left. The window is one atomic instruction (the per-kind counters
+ * and the peak are outside it), but a SIGKILL is taken right after an
+ * atomic instruction more often than anywhere else, as those are the
+ * slowest: a process doing nothing but charging leaks on about one kill
+ * in ten (BENCHMARKS.md, kill storm); one that calls the driver between
+ * charges, far less.
+ *
+ * Counters never go below zero: an uncharge of more than this process
+ * holds (a double uncharge, anywhere) takes only what is there and warns
+ * once, as Linux's page_counter_cancel does.
  */
 #include "atomic.h"
+#include "log.h"
 #include "region_internal.h"
 
 bool charge_exceeds(uint64_t used, uint64_t bytes, uint64_t limit)
@@ -33,20 +44,57 @@ static uint64_t *kind_counter(struct hami_device_memory *m,
     }
 }
 
+static void warn_clamped(const char *what, int dev, uint64_t asked,
+                         uint64_t taken)
+{
+    static int warned;
+    if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */
+        log_warn("uncharge of %llu bytes on device %d: %s held only %llu; "
+                 "counted as %llu, never below zero (warned once)",
+                 (unsigned long long)asked, dev, what,
+                 (unsigned long long)taken, (unsigned long long)taken);
+}
+
+uint64_t counter_sub_clamped(uint64_t *counter, uint64_t bytes)
+{
+    uint64_t cur = atomic_load_n(counter, RELAXED);
+    uint64_t take;
+    do
+        take = cur < bytes ? cur : bytes;
+    while (!atomic_cas(counter, &cur, cur - take, RELAXED, RELAXED));
+    return take;
+}
+
+void device_sub(struct vgpu_region *r, int dev, uint64_t bytes)
+{
+    uint64_t taken = counter_sub_clamped(&r->ext->dev[dev].used, bytes);
+    if (taken != bytes)
+        warn_clamped("the device counter", dev, bytes, taken);
+}
+
 void slot_add(struct vgpu_region *r, int dev, uint64_t bytes,
-                     enum vgpu_charge_kind kind)
+              enum vgpu_charge_kind kind)
 {
     struct hami_device_memory *m = &r->hami->procs[r->slot].used[dev];
+    atomic_add(&m->total, bytes, RELAXED); /* first: see the crash order */
     atomic_add(kind_counter(m, kind), bytes, RELAXED);
-    atomic_add(&m->total, bytes, RELAXED);
+}
+
+uint64_t slot_take(struct vgpu_region *r, int dev, uint64_t bytes,
+                   enum vgpu_charge_kind kind)
+{
+    struct hami_device_memory *m = &r->hami->procs[r->slot].used[dev];
+    uint64_t taken = counter_sub_clamped(kind_counter(m, kind), bytes);
+    taken = counter_sub_clamped(&m->total, taken); /* last: the crash order */
+    if (taken != bytes)
+        warn_clamped("this process", dev, bytes, taken);
+    return taken;
 }
 
 void slot_sub(struct vgpu_region *r, int dev, uint64_t bytes,
-                     enum vgpu_charge_kind kind)
+              enum vgpu_charge_kind kind)
 {
-    struct hami_device_memory *m = &r->hami->procs[r->slot].used[dev];
-    atomic_sub(kind_counter(m, kind), bytes, RELAXED);
-    atomic_sub(&m->total, bytes, RELAXED);
+    (void)slot_take(r, dev, bytes, kind);
 }
 
 static bool default_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
@@ -60,16 +108,17 @@ static bool default_try_charge(struct vgpu_region *r, int dev, uint64_t bytes,
         if (charge_exceeds(used, bytes, limit))
             return false;
     } while (!atomic_cas(&c->used, &used, used + bytes, RELAXED, RELAXED));
-    atomic_max_u64(&c->peak, used + bytes);
     slot_add(r, dev, bytes, kind);
+    atomic_max_u64(&c->peak, used + bytes);
     return true;
 }
 
 static void default_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                              enum vgpu_charge_kind kind)
 {
-    slot_sub(r, dev, bytes, kind);
-    atomic_sub(&r->ext->dev[dev].used, bytes, RELAXED);
+    /* Only what the slot gave back leaves the device: an over-uncharge
+     * never takes another process's bytes. */
+    device_sub(r, dev, slot_take(r, dev, bytes, kind));
 }
 
 static void default_settle(struct vgpu_region *r, int dev, uint64_t bytes,

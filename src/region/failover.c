@@ -361,9 +361,9 @@ bool region_check_now(struct vgpu_region *r)
     if (pthread_mutex_trylock(&move_lock) != 0)
         return false; /* another thread is at it */
     bool moved = false;
-    /* Acquire: pairs with the release in region_rejoin_after_fork. A fork
+    /* Acquire: pairs with the release in lifecycle.c's rejoin. A fork
      * child's handle is its own only after it joined. */
-    if (r->pid == getpid() && !atomic_load_n(&r->forked, ACQUIRE) && r->base) {
+    if (atomic_load_n(&r->pid, ACQUIRE) == getpid() && r->base) {
         if (atomic_load_n(&r->lost, RELAXED)) /* set by the SIGBUS guard */
             moved = settle_lost(r);
         if (!atomic_load_n(&r->local, RELAXED) &&

@@ -110,7 +110,7 @@ bool local_start(struct vgpu_region *r)
     r->ext = region_ext(base);
     r->fd = -1;
     r->holds_attach = false;
-    r->pid = getpid();
+    atomic_store_n(&r->pid, getpid(), RELAXED); /* published by rejoin */
     atomic_store_n(&r->local, 1, RELAXED); /* no other thread has r yet */
     return true;
 }

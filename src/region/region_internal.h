@@ -56,12 +56,19 @@ extern const struct region_mode_ops mode_atomics_ops;
 extern const struct region_mode_ops mode_seqlock_ops;
 
 /* Shared by the modes (charge.c): would used + bytes pass limit (or wrap)?
- * And this process's slot counters for dev (kind and total). */
+ * And this process's slot counters for dev (kind and total). Subtractions
+ * stop at zero: slot_take returns what it took (warning once if that is
+ * less than asked), counter_sub_clamped takes at most *counter, device_sub
+ * takes from dev's counter the same way. */
 bool charge_exceeds(uint64_t used, uint64_t bytes, uint64_t limit);
 void slot_add(struct vgpu_region *r, int dev, uint64_t bytes,
               enum vgpu_charge_kind kind);
+uint64_t slot_take(struct vgpu_region *r, int dev, uint64_t bytes,
+                   enum vgpu_charge_kind kind);
 void slot_sub(struct vgpu_region *r, int dev, uint64_t bytes,
               enum vgpu_charge_kind kind);
+uint64_t counter_sub_clamped(uint64_t *counter, uint64_t bytes);
+void device_sub(struct vgpu_region *r, int dev, uint64_t bytes);
 
 /* Sum of every slot's total on dev, lock-free (modes/seed.c): HAMi-core's
  * usage read, and the inspectors' for modes without device counters. */
@@ -78,11 +85,10 @@ struct vgpu_region {
     struct hami_region *hami;
     struct vgpu_ext *ext;
     const struct region_mode_ops *ops;
-    int slot;            /* -1: inspecting only */
-    pid_t pid;           /* the process that attached */
+    int slot;            /* -1: inspecting only, or no slot */
     bool holds_attach;   /* this handle holds the LOCK_ATTACH read lock */
-    bool forked;
-    uint32_t want_mode;  /* the mode this process asked for */         /* a fork child's copy: claims its own slot on use */
+    bool tracked;        /* attached (lifecycle.c): may charge, forks, exits */
+    uint32_t want_mode;  /* the mode this process asked for */
     char path[4096];
     /* This process's device number -> the region's index + 1 (0: the same
      * number); set at attach (devices.c). */
@@ -103,6 +109,11 @@ struct vgpu_region {
     uint32_t sm_limits[VGPU_MAX_DEVICES]; /* compute limits, percent */
     uint64_t context_bytes[VGPU_MAX_DEVICES];
     char uuids[VGPU_MAX_DEVICES][HAMI_UUID_LEN];
+    /* lifecycle.c: the process that owns the slot (a fork child sees its
+     * parent's pid here until it claims its own), and closing: the gate's
+     * state (running, shut by exit, paused by a heal). */
+    int32_t pid;
+    int closing;
 };
 
 /* The region's index of this process's device dev (devices.c). */
@@ -173,8 +184,29 @@ void region_unwatch(struct vgpu_region *r);
 void truncation_guard_add(struct vgpu_region *r);
 void truncation_guard_remove(struct vgpu_region *r);
 
-/* In a fork child: claim a slot of the child's own (attach.c). */
-bool region_rejoin_after_fork(struct vgpu_region *r);
+/* Open, lock, map and claim a slot into r, or a process-local region
+ * where a limit is set and the file cannot be used (attach.c); false
+ * after a log line. */
+bool region_join(struct vgpu_region *r, const struct vgpu_attach_options *opts);
+
+/* The process's lifecycle (lifecycle.c). track: r was attached by this
+ * process (fork and exit now handle it). enter/leave: around every charge,
+ * settle and uncharge; enter claims a slot first in a fork child.
+ * GATE_OPEN: go on, then leave; GATE_NO_SLOT: this process has no slot
+ * (nothing to account); GATE_CLOSED: the slot was given back (exit):
+ * refuse charges, drop uncharges. */
+enum gate { GATE_OPEN, GATE_NO_SLOT, GATE_CLOSED };
+void lifecycle_track(struct vgpu_region *r);
+enum gate lifecycle_enter(struct vgpu_region *r);
+void lifecycle_leave(struct vgpu_region *r);
+/* After a refusal, outside the gate: if this process is the only one
+ * attached, pause its own operations and heal what killed processes left
+ * counted (region_heal_alive). True if something was healed. */
+bool lifecycle_heal_alone(struct vgpu_region *r);
+/* slots.c: with every other process gone and our operations paused,
+ * reclaim every other slot and set each device's counter to what our
+ * slot holds. True if a counter came down. */
+bool region_heal_alive(struct vgpu_region *r);
 
 /* Region-wide heal when no process is attached (caller holds LOCK_ATTACH
  * for writing). */

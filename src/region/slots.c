@@ -91,11 +91,11 @@ void slot_empty_counters(struct vgpu_region *r, int i)
         /* Release: a reader that sees this total zeroed (acquire) and then
          * reads status sees the 0 stored before it (empty_slot). */
         uint64_t total = atomic_xchg(&m->total, 0, RELEASE);
+        if (total != 0 && r->ops->device_counters)
+            device_sub(r, d, total); /* stops at zero, warns once */
         atomic_store_n(&m->data_size, 0, RELAXED);
         atomic_store_n(&m->context_size, 0, RELAXED);
         atomic_store_n(&m->module_size, 0, RELAXED);
-        if (total != 0 && r->ops->device_counters)
-            atomic_sub(&r->ext->dev[d].used, total, RELAXED);
         /* The monitor sums these over live slots too: a next owner must
          * not show this one's figures. */
         atomic_store_n(&hs->monitorused[d], 0, RELAXED);
@@ -216,4 +216,28 @@ void region_heal(struct vgpu_region *r)
     atomic_store_n(&r->hami->procnum, 0, RELAXED);
     if (r->ops->init)
         r->ops->init(r); /* a dead holder's semaphore or rwlock, reset */
+}
+
+bool region_heal_alive(struct vgpu_region *r)
+{
+    /* We hold the attach lock for writing: every other busy slot is dead.
+     * Our own operations are paused, so our slot's totals are exact, and
+     * they are all that may be counted. */
+    for (int i = 0; i < VGPU_MAX_SLOTS; i++)
+        slot_try_reclaim(r, i); /* skips our own */
+    bool healed = false;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        /* Relaxed: nobody else charges (see above). */
+        uint64_t mine = atomic_load_n(&r->hami->procs[r->slot].used[d].total,
+                                      RELAXED);
+        uint64_t was = atomic_xchg(&r->ext->dev[d].used, mine, RELAXED);
+        if (was > mine) {
+            log_info("healed %llu bytes on device %d left by processes killed "
+                     "while charging (this process is alone)",
+                     (unsigned long long)(was - mine), d);
+            atomic_add(&r->ext->heals, 1, RELAXED); /* statistic */
+            healed = true;
+        }
+    }
+    return healed;
 }

@@ -67,26 +67,28 @@ static uint64_t *seq_of(const struct vgpu_region *r, int slot)
 static void seq_write(struct vgpu_region *r, int dev, uint64_t bytes,
                       enum vgpu_charge_kind kind, bool add)
 {
-    uint64_t *seq = seq_of(r, r->slot);
-    atomic_add(seq, 1, RELAXED); /* odd: a write is under way */
-    /* The total changes with release: a reader that acquires the new total
-     * also sees the odd sequence (or a later one) when it reads it again. */
-    uint64_t *total = &r->hami->procs[r->slot].used[dev].total;
-    if (add)
-        atomic_add(total, bytes, RELEASE);
-    else
-        atomic_sub(total, bytes, RELEASE);
-    atomic_add(seq, 1, RELEASE); /* even, after the total: the write is done */
     /* The per-kind counter is for the monitor only: no reader of this mode
-     * sums it. */
+     * sums it. A removal takes from it first, so that the total loses only
+     * what this kind held (never below zero). */
     struct hami_device_memory *m = &r->hami->procs[r->slot].used[dev];
     uint64_t *part = kind == VGPU_CHARGE_CONTEXT ? &m->context_size
                      : kind == VGPU_CHARGE_MODULE ? &m->module_size
                                                   : &m->data_size;
+    if (!add)
+        bytes = counter_sub_clamped(part, bytes);
+    uint64_t *seq = seq_of(r, r->slot);
+    atomic_add(seq, 1, RELAXED); /* odd: a write is under way */
+    /* The total changes with release: a reader that acquires the new total
+     * also sees the odd sequence (or a later one) when it reads it again. */
+    uint64_t *total = &m->total;
+    uint64_t cur = atomic_load_n(total, RELAXED);
+    uint64_t next;
+    do /* a removal stops at zero */
+        next = add ? cur + bytes : cur - (cur < bytes ? cur : bytes);
+    while (!atomic_cas(total, &cur, next, RELEASE, RELAXED));
+    atomic_add(seq, 1, RELEASE); /* even, after the total: the write is done */
     if (add)
         atomic_add(part, bytes, RELAXED);
-    else
-        atomic_sub(part, bytes, RELAXED);
 }
 
 static void seq_settle(struct vgpu_region *r, int dev, uint64_t bytes,
