@@ -129,9 +129,10 @@ static void after_fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
 
 static void after_fork_child(void)
 {
-    /* Single-threaded here. Locks other parent threads may have held are
-     * made anew, never taken. */
-    pthread_mutex_init(&handles_lock, NULL);
+    /* Single-threaded here. handles_lock was taken by this very thread
+     * (before_fork), so it is ours to give back; locks other parent
+     * threads may have held are made anew or never taken. */
+    pthread_mutex_unlock(&handles_lock);
     atomic_store_n(&rejoining, 0, RELAXED);
     records_forget(NULL);
     for (int i = 0; i < MAX_HANDLES; i++) {
