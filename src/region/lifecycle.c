@@ -223,6 +223,7 @@ static void rejoin(struct vgpu_region *r)
          * r are cleared, and a parent's exit that had begun is not ours. */
         records_forget(r);
         atomic_store_n(&r->closing, 0, RELAXED);
+        atomic_store_n(&r->healing, 0, RELAXED); /* a parent thread's */
         membarrier_init(); /* a new process: register it again */
         if (!region_join(r, &opts))
             log_error("fork child: could not claim a slot of its own in %s",
@@ -431,17 +432,24 @@ bool lifecycle_heal_alone(struct vgpu_region *r)
         atomic_load_n(&r->local, RELAXED) || /* local accounting: no peers */
         (self != NULL && self->depth > 0))
         return false;
+    /* One thread of the process at a time: the lock below is the open file
+     * description's, shared by all of them. Acquire: see what the previous
+     * healer wrote (its release below). */
+    int idle = 0;
+    if (!atomic_cas(&r->healing, &idle, 1, ACQUIRE, RELAXED))
+        return false;
     /* Write on the attach byte, converted from our read lock without
      * waiting: granted only while no other process is attached (each holds
      * a read lock for life). Attachers wait meanwhile: microseconds. */
-    if (!byte_lock(r->fd, LOCK_ATTACH, BYTE_WRITE, false))
-        return false;
     bool healed = false;
-    if (close_gate(r, GATE_PAUSED, HEAL_WAIT_MS))
-        healed = region_heal_alive(r);
-    reopen_gate(r);
-    if (!byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, false)) /* back: atomic */
-        log_error("region %s: attach lock not taken back", r->path);
+    if (byte_lock(r->fd, LOCK_ATTACH, BYTE_WRITE, false)) {
+        if (close_gate(r, GATE_PAUSED, HEAL_WAIT_MS))
+            healed = region_heal_alive(r);
+        reopen_gate(r);
+        if (!byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, false)) /* atomic */
+            log_error("region %s: attach lock not taken back", r->path);
+    }
+    atomic_store_n(&r->healing, 0, RELEASE);
     return healed;
 }
 

@@ -114,6 +114,7 @@ struct vgpu_region {
      * state (running, shut by exit, paused by a heal). */
     int32_t pid;
     int closing;
+    int healing;         /* a thread of this process is healing (lifecycle.c) */
 };
 
 /* The region's index of this process's device dev (devices.c). */
