@@ -124,15 +124,15 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
  * it does not exist, and its pid tells so. */
 static int32_t rejoining;
 
-static void before_fork(void) { pthread_mutex_lock(&handles_lock); }
-static void after_fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
 
 static void after_fork_child(void)
 {
-    /* Single-threaded here. handles_lock was taken by this very thread
-     * (before_fork), so it is ours to give back; locks other parent
-     * threads may have held are made anew or never taken. */
-    pthread_mutex_unlock(&handles_lock);
+    /* Single-threaded here. Locks other parent threads may have held are
+     * made anew, never taken. (handles_lock is not taken before the fork:
+     * the watcher thread takes it under its own lock, which failover.c
+     * takes before the fork.) The handles array changes by single pointer
+     * stores, so it is whole. */
+    pthread_mutex_init(&handles_lock, NULL);
     atomic_store_n(&rejoining, 0, RELAXED);
     records_forget(NULL);
     for (int i = 0; i < MAX_HANDLES; i++) {
@@ -149,7 +149,7 @@ static void after_fork_child(void)
 
 static void install_atfork(void)
 {
-    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    pthread_atfork(NULL, NULL, after_fork_child);
 }
 
 void lifecycle_track(struct vgpu_region *r)
