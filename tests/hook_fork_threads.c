@@ -33,7 +33,10 @@ const char *__asan_default_options(void)
 const char *__tsan_default_options(void);
 const char *__tsan_default_options(void)
 {
-    return "atexit_sleep_ms=0";
+    /* die_after_fork=0: a child that claims its slot may start a thread
+     * (the region's watcher); TSan cannot follow threads started in the
+     * child of a multi-threaded fork (glibc can) and would kill it. */
+    return "atexit_sleep_ms=0:die_after_fork=0";
 }
 
 static CUcontext ctx;

@@ -428,7 +428,8 @@ static void reopen_gate(struct vgpu_region *r)
 
 bool lifecycle_heal_alone(struct vgpu_region *r)
 {
-    if (r == NULL || !r->ops->device_counters || r->slot < 0 || forked(r) ||
+    if (r == NULL || !r->ops->device_counters || forked(r) ||
+        atomic_load_n(&r->slot, RELAXED) < 0 || /* exit may release it */
         atomic_load_n(&r->local, RELAXED) || /* local accounting: no peers */
         (self != NULL && self->depth > 0))
         return false;

@@ -129,7 +129,7 @@ void slot_release(struct vgpu_region *r)
         return;
     empty_slot(r, i, atomic_load_n(&r->ext->slots[i].word, RELAXED)); /* ours */
     byte_unlock(r->fd, LOCK_SLOT(i));
-    r->slot = -1;
+    atomic_store_n(&r->slot, -1, RELAXED); /* read outside gates too */
 }
 
 bool slot_owner_alive(struct vgpu_region *r, int i)
