@@ -3,6 +3,8 @@
 # vgpu, alternating rounds: each process reports its time from start to its
 # first cudaMalloc (tests/gpu/runtime_check.c startup); prints p50 and max.
 # Usage: scripts/gpu-startup.sh [N] [rounds] (after scripts/gpu-check.sh built build-gpu)
+# MEASURED=1: one process runs in the region first, so that the context's
+# size is known before the N start (a container's later starts).
 set -u
 cd "$(dirname "$0")/.."
 N=${1:-32}; ROUNDS=${2:-2}
@@ -14,6 +16,7 @@ RES=$(mktemp -d)
 round() { # label, env...
     local label=$1 pids="" i; shift
     rm -f "$RES"/s.* "$RES/region.cache"
+    [ "${MEASURED:-0}" = 1 ] && env "$@" $B/runtime_check startup >/dev/null 2>&1
     for i in $(seq 1 "$N"); do
         env "$@" timeout 120 $B/runtime_check startup >"$RES/s.$i" 2>&1 &
         pids="$pids $!"
