@@ -29,21 +29,11 @@ static uint64_t array3d_bytes(const CUDA_ARRAY3D_DESCRIPTOR *d)
 
 /* Create an array of `bytes` with `call`, inside one charge. */
 #define CHARGED_ARRAY(bytes, call)                                             \
-    do {                                                                       \
-        struct charge c_;                                                      \
-        if (!charge_begin(&c_, account_current_device(), (bytes),              \
-                          VGPU_CHARGE_DATA))                                   \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
-        CUresult rc_ = (call);                                                 \
-        charge_end(&c_, rc_ == CUDA_SUCCESS, SPACE_ARRAY,                      \
-                   rc_ == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*arr : 0);       \
-        return rc_;                                                            \
-    } while (0)
+    CHARGED_CALL(VGPU_CHARGE_DATA, bytes, call, SPACE_ARRAY, (uintptr_t)*arr)
 
 EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
 {
-    if (REAL(cuArrayCreate_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuArrayCreate_v2);
     if (d == NULL || arr == NULL)
         return REAL(cuArrayCreate_v2)(arr, d);
     uint64_t bytes = (uint64_t)d->Width * at_least_one(d->Height) *
@@ -53,8 +43,7 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
 
 EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *d)
 {
-    if (REAL(cuArray3DCreate_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuArray3DCreate_v2);
     if (d == NULL || arr == NULL)
         return REAL(cuArray3DCreate_v2)(arr, d);
     CHARGED_ARRAY(array3d_bytes(d), REAL(cuArray3DCreate_v2)(arr, d));
@@ -64,8 +53,7 @@ EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr,
                                        const CUDA_ARRAY3D_DESCRIPTOR *d,
                                        unsigned int levels)
 {
-    if (REAL(cuMipmappedArrayCreate) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMipmappedArrayCreate);
     if (d == NULL || arr == NULL)
         return REAL(cuMipmappedArrayCreate)(arr, d, levels);
     /* Each level a quarter of the one above (2D) or an eighth (3D): the
@@ -88,16 +76,14 @@ static CUresult real_mipmapped_destroy(uint64_t key, void *unused)
 
 EXPORT CUresult cuArrayDestroy(CUarray arr)
 {
-    if (REAL(cuArrayDestroy) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuArrayDestroy);
     return charge_free(SPACE_ARRAY, (uint64_t)(uintptr_t)arr,
                         real_array_destroy, NULL);
 }
 
 EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
 {
-    if (REAL(cuMipmappedArrayDestroy) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMipmappedArrayDestroy);
     return charge_free(SPACE_ARRAY, (uint64_t)(uintptr_t)arr,
                         real_mipmapped_destroy, NULL);
 }

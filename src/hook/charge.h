@@ -59,6 +59,22 @@ CUresult charge_free(enum ledger_space space, uint64_t key,
  * return every data charge this process recorded there. */
 void charge_drop_device(int dev);
 
+/* The body of a hook that creates one object taking `bytes` of `kind` on
+ * the current device with `call`: reserve, call the driver, settle, and
+ * record the object under (space, key) for its free; `key` is read only
+ * when the driver succeeded. Returns the driver's answer from the hook. */
+#define CHARGED_CALL(kind, bytes, call, space, key)                            \
+    do {                                                                       \
+        struct charge c_;                                                      \
+        if (!charge_begin(&c_, account_current_device(), (bytes),              \
+                          (kind)))                                             \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
+        CUresult rc_ = (call);                                                 \
+        charge_end(&c_, rc_ == CUDA_SUCCESS, (space),                          \
+                   rc_ == CUDA_SUCCESS ? (uint64_t)(key) : 0);                 \
+        return rc_;                                                            \
+    } while (0)
+
 /* True while this thread is inside a driver call made by one of our hooks. */
 bool charge_nested(void);
 

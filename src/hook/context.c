@@ -16,11 +16,6 @@
 #include "hook/real.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define NEED(name)                                                             \
-    do {                                                                       \
-        if (REAL(name) == NULL)                                                \
-            return CUDA_ERROR_NOT_INITIALIZED;                                 \
-    } while (0)
 
 /* ---- Primary contexts ---- */
 

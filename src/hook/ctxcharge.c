@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "atomic.h"
+#include "clock.h"
 #include "hook/account.h"
 #include "log.h"
 #include "vgpu/config.h"
@@ -42,13 +43,6 @@ static uint64_t assumed_size(struct vgpu_region *r, int dev)
  * creations (32 processes starting together took 7 s in all). */
 #define MEASUREMENT_WAIT_NS (10000ull * 1000 * 1000)
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t known_size(uint64_t known)
 {
     return known == MEASURED_ZERO ? 0 : known;
@@ -63,14 +57,14 @@ static bool charge_when_measured(struct ctx_charge *cc, struct vgpu_region *r,
                                  int dev)
 {
     const struct timespec ms = {0, 1000 * 1000};
-    uint64_t deadline = now_ns() + MEASUREMENT_WAIT_NS;
+    uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + MEASUREMENT_WAIT_NS;
     do {
         nanosleep(&ms, NULL);
         uint64_t known = vgpu_region_context_bytes(r, dev);
         if (known != 0 &&
             charge_begin(&cc->c, dev, known_size(known), VGPU_CHARGE_CONTEXT))
             return true;
-    } while (now_ns() < deadline);
+    } while (clock_ns(CLOCK_MONOTONIC) < deadline);
     return false;
 }
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "atomic.h"
+#include "clock.h"
 #include "hook/account.h"
 #include "hook/limiter.h"
 #include "hook/real.h"
@@ -45,13 +46,6 @@ static void read_config(void)
     vgpu_config_sm_limits(cfg.env_pct);
     for (int d = 0; d < VGPU_MAX_DEVICES; d++)
         cfg.env_any |= cfg.env_pct[d] != 0;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static void sleep_ns(uint64_t ns)
@@ -111,7 +105,7 @@ static void budget_gate(struct vgpu_region *r, int dev)
     for (;;) {
         uint32_t pct = cap_of(r, dev);
         struct vgpu_sm_budget *b = budget_of(r, dev);
-        uint64_t wait = vgpu_sm_budget_wait(b, pct, now_ns());
+        uint64_t wait = vgpu_sm_budget_wait(b, pct, clock_ns(CLOCK_MONOTONIC));
         if (wait == 0)
             return;
         if (wait > HOLD_SLICE_NS)
@@ -161,7 +155,8 @@ void limiter_measured(int dev, uint64_t ns)
     if (dev < 0 || dev >= VGPU_MAX_DEVICES)
         return;
     atomic_add(&util_ns[dev], ns, RELAXED);
-    uint64_t now = now_ns(), since = atomic_load_n(&util_since[dev], RELAXED);
+    uint64_t now = clock_ns(CLOCK_MONOTONIC);
+    uint64_t since = atomic_load_n(&util_since[dev], RELAXED);
     if (since != 0 && now - since < UTIL_WINDOW_NS)
         return;
     if (!atomic_cas(&util_since[dev], &since, now, RELAXED, RELAXED))
@@ -180,11 +175,6 @@ void limiter_measured(int dev, uint64_t ns)
         CUresult rc_ = (call);                                                 \
         gputime_end(&t_, rc_ == CUDA_SUCCESS);                                 \
         return rc_;                                                            \
-    } while (0)
-#define NEED(name)                                                             \
-    do {                                                                       \
-        if (REAL(name) == NULL)                                                \
-            return CUDA_ERROR_NOT_INITIALIZED;                                 \
     } while (0)
 
 /* In a _ptsz variant the NULL stream is this thread's default stream. */

@@ -33,8 +33,7 @@ static struct view limited(struct vgpu_region *r, int dev, uint64_t phys_free,
 
 EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
 {
-    if (REAL(cuMemGetInfo_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemGetInfo_v2);
     CUresult rc = REAL(cuMemGetInfo_v2)(free_bytes, total);
     if (rc != CUDA_SUCCESS || free_bytes == NULL || total == NULL)
         return rc;
@@ -63,8 +62,7 @@ EXPORT CUresult cuMemGetInfo(unsigned int *free_bytes, unsigned int *total)
 
 EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
-    if (REAL(cuDeviceTotalMem_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuDeviceTotalMem_v2);
     CUresult rc = REAL(cuDeviceTotalMem_v2)(bytes, dev);
     if (rc == CUDA_SUCCESS && bytes)
         *bytes = limited(account_region(), dev, *bytes, *bytes).total;

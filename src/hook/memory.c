@@ -7,25 +7,11 @@
 #include "hook/real.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define NEED(name)                                                             \
-    do {                                                                       \
-        if (REAL(name) == NULL)                                                \
-            return CUDA_ERROR_NOT_INITIALIZED;                                 \
-    } while (0)
 
 /* The body of every hook that allocates `bytes` into *dptr with `call`:
  * reserve on the current device, call the driver, settle. */
 #define CHARGED_ALLOC(bytes, call)                                             \
-    do {                                                                       \
-        struct charge c_;                                                      \
-        if (!charge_begin(&c_, account_current_device(), (bytes),              \
-                          VGPU_CHARGE_DATA))                                   \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
-        CUresult rc_ = (call);                                                 \
-        charge_end(&c_, rc_ == CUDA_SUCCESS, SPACE_POINTER,                    \
-                   rc_ == CUDA_SUCCESS ? *dptr : 0);                           \
-        return rc_;                                                            \
-    } while (0)
+    CHARGED_CALL(VGPU_CHARGE_DATA, bytes, call, SPACE_POINTER, *dptr)
 
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
 {

@@ -12,24 +12,10 @@
 #include "hook/real.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define NEED(name)                                                             \
-    do {                                                                       \
-        if (REAL(name) == NULL)                                                \
-            return CUDA_ERROR_NOT_INITIALIZED;                                 \
-    } while (0)
 
 /* Load `out` of `space` with `call`, `bytes` of static data charged. */
 #define CHARGED_LOAD(space, out, bytes, call)                                  \
-    do {                                                                       \
-        struct charge c_;                                                      \
-        if (!charge_begin(&c_, account_current_device(), (bytes),              \
-                          VGPU_CHARGE_MODULE))                                 \
-            return CUDA_ERROR_OUT_OF_MEMORY;                                   \
-        CUresult rc_ = (call);                                                 \
-        charge_end(&c_, rc_ == CUDA_SUCCESS, (space),                          \
-                   rc_ == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*(out) : 0);     \
-        return rc_;                                                            \
-    } while (0)
+    CHARGED_CALL(VGPU_CHARGE_MODULE, bytes, call, space, (uintptr_t)*(out))
 
 /* Nothing to read inside a nested driver call: it is not charged. */
 static uint64_t image_bytes(const void *image)

@@ -414,8 +414,7 @@ static CUresult real_free_async_ptsz(CUdeviceptr p, CUstream s)
 
 EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
 {
-    if (REAL(cuMemAllocAsync) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemAllocAsync);
     int dev = charge_nested() ? -1 : stream_device(s);
     return pool_alloc(dptr, bytes, current_pool(dev), dev, s, real_async,
                       real_free_async);
@@ -423,8 +422,7 @@ EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
 
 EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
 {
-    if (REAL(cuMemAllocAsync_ptsz) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemAllocAsync_ptsz);
     int dev = charge_nested() ? -1 : stream_device(s);
     return pool_alloc(dptr, bytes, current_pool(dev), dev, s, real_async_ptsz,
                       real_free_async_ptsz);
@@ -433,8 +431,7 @@ EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s
 EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
                                         CUmemoryPool pool, CUstream s)
 {
-    if (REAL(cuMemAllocFromPoolAsync) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemAllocFromPoolAsync);
     int dev = charge_nested() || pool == NULL ? -1 : pool_device(pool, s);
     return pool_alloc(dptr, bytes, pool, dev, s, real_from_pool, real_free_async);
 }
@@ -442,8 +439,7 @@ EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
 EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
                                              CUmemoryPool pool, CUstream s)
 {
-    if (REAL(cuMemAllocFromPoolAsync_ptsz) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemAllocFromPoolAsync_ptsz);
     int dev = charge_nested() || pool == NULL ? -1 : pool_device(pool, s);
     return pool_alloc(dptr, bytes, pool, dev, s, real_from_pool_ptsz,
                       real_free_async_ptsz);
@@ -461,15 +457,13 @@ static CUresult free_async_ptsz(uint64_t p, void *s)
 
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream s)
 {
-    if (REAL(cuMemFreeAsync) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemFreeAsync);
     return charge_free(SPACE_POINTER, ptr, free_async, s);
 }
 
 EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
 {
-    if (REAL(cuMemFreeAsync_ptsz) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemFreeAsync_ptsz);
     return charge_free(SPACE_POINTER, ptr, free_async_ptsz, s);
 }
 
@@ -477,8 +471,7 @@ EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
 
 EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
 {
-    if (REAL(cuMemPoolCreate) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemPoolCreate);
     CUresult rc = REAL(cuMemPoolCreate)(pool, props);
     /* Host and NUMA pools are not device memory: known, not counted. */
     if (rc == CUDA_SUCCESS)
@@ -489,8 +482,7 @@ EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
 
 EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
 {
-    if (REAL(cuDeviceGetDefaultMemPool) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuDeviceGetDefaultMemPool);
     CUresult rc = REAL(cuDeviceGetDefaultMemPool)(pool, dev);
     if (rc == CUDA_SUCCESS)
         known(*pool, dev);
@@ -499,8 +491,7 @@ EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
 
 EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
 {
-    if (REAL(cuMemPoolDestroy) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemPoolDestroy);
     CUresult rc = REAL(cuMemPoolDestroy)(pool);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -517,8 +508,7 @@ EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
 
 EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
 {
-    if (REAL(cuMemPoolTrimTo) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemPoolTrimTo);
     CUresult rc = REAL(cuMemPoolTrimTo)(pool, keep);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -533,8 +523,7 @@ EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
 EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr,
                                       void *value)
 {
-    if (REAL(cuMemPoolSetAttribute) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemPoolSetAttribute);
     CUresult rc = REAL(cuMemPoolSetAttribute)(pool, attr, value);
     if (rc != CUDA_SUCCESS || attr != CU_MEMPOOL_ATTR_RELEASE_THRESHOLD)
         return rc;
@@ -564,8 +553,7 @@ static void after_sync(CUresult rc)
 
 EXPORT CUresult cuStreamSynchronize(CUstream s)
 {
-    if (REAL(cuStreamSynchronize) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuStreamSynchronize);
     CUresult rc = REAL(cuStreamSynchronize)(s);
     after_sync(rc);
     return rc;
@@ -573,8 +561,7 @@ EXPORT CUresult cuStreamSynchronize(CUstream s)
 
 EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s)
 {
-    if (REAL(cuStreamSynchronize_ptsz) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuStreamSynchronize_ptsz);
     CUresult rc = REAL(cuStreamSynchronize_ptsz)(s);
     after_sync(rc);
     return rc;
@@ -582,8 +569,7 @@ EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s)
 
 EXPORT CUresult cuCtxSynchronize(void)
 {
-    if (REAL(cuCtxSynchronize) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuCtxSynchronize);
     CUresult rc = REAL(cuCtxSynchronize)();
     after_sync(rc);
     return rc;
@@ -591,8 +577,7 @@ EXPORT CUresult cuCtxSynchronize(void)
 
 EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx)
 {
-    if (REAL(cuCtxSynchronize_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuCtxSynchronize_v2);
     CUresult rc = REAL(cuCtxSynchronize_v2)(ctx);
     after_sync(rc);
     return rc;
@@ -600,8 +585,7 @@ EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx)
 
 EXPORT CUresult cuEventSynchronize(CUevent event)
 {
-    if (REAL(cuEventSynchronize) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuEventSynchronize);
     CUresult rc = REAL(cuEventSynchronize)(event);
     after_sync(rc);
     return rc;

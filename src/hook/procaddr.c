@@ -25,8 +25,7 @@ EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version,
                                     cuuint64_t flags,
                                     CUdriverProcAddressQueryResult *status)
 {
-    if (REAL(cuGetProcAddress_v2) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuGetProcAddress_v2);
     CUresult rc = REAL(cuGetProcAddress_v2)(symbol, pfn, version, flags, status);
     if (rc == CUDA_SUCCESS && pfn)
         *pfn = swapped(symbol, version, flags, *pfn);
@@ -36,8 +35,7 @@ EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version,
 EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int version,
                                  cuuint64_t flags)
 {
-    if (REAL(cuGetProcAddress) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuGetProcAddress);
     CUresult rc = REAL(cuGetProcAddress)(symbol, pfn, version, flags);
     if (rc == CUDA_SUCCESS && pfn)
         *pfn = swapped(symbol, version, flags, *pfn);

@@ -30,6 +30,13 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t, unsigned int 
 void *real_fn(enum real_id id);
 #define REAL(name) ((__typeof__(&name))real_fn(REAL_##name))
 
+/* In a driver hook: a driver without name answers as one not initialized. */
+#define NEED(name)                                                             \
+    do {                                                                       \
+        if (REAL(name) == NULL)                                                \
+            return CUDA_ERROR_NOT_INITIALIZED;                                 \
+    } while (0)
+
 /* glibc's dlsym, bypassing our override: the function, and a call of it
  * (for our own lookups in libraries we opened; never for RTLD_NEXT). */
 void *real_dlsym_fn(void);

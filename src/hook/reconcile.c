@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "atomic.h"
+#include "clock.h"
 #include "hook/account.h"
 #include "hook/nvml_self.h"
 #include "hook/real.h"
@@ -30,13 +31,6 @@ static uint64_t last_full_ns[VGPU_MAX_DEVICES];
 static __thread int inside; /* this thread is reconciling (the probe) */
 static pid_t watcher_of;    /* the process whose watcher thread runs */
 static bool stopping;       /* exit has begun: the watcher touches nothing */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t interval_ns(void)
 {
@@ -191,7 +185,7 @@ bool reconcile_before_charge(int dev, uint64_t bytes)
     uint64_t limit = vgpu_region_limit(r, dev);
     if (inside || r == NULL || limit == 0 || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return true;
-    uint64_t now = now_ns();
+    uint64_t now = clock_ns(CLOCK_MONOTONIC_COARSE);
     if (now < atomic_load_n(&next_ns[dev], RELAXED) &&
         atomic_load_n(&unpaid[dev], RELAXED) == 0) /* hints, see above */
         return true;

@@ -102,8 +102,7 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
                             const CUmemAllocationProp *prop,
                             unsigned long long flags)
 {
-    if (REAL(cuMemCreate) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemCreate);
     /* Host or NUMA locations are not device memory: not accounted. */
     int dev = (prop && prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE)
                   ? prop->location.id : -1;
@@ -129,8 +128,7 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
 
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
-    if (REAL(cuMemRelease) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemRelease);
     CUresult rc = REAL(cuMemRelease)(handle);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -152,8 +150,7 @@ EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
                          CUmemGenericAllocationHandle handle,
                          unsigned long long flags)
 {
-    if (REAL(cuMemMap) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemMap);
     CUresult rc = REAL(cuMemMap)(ptr, size, offset, handle, flags);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -190,8 +187,7 @@ static struct u64map_slot *mapping_at(uint64_t va)
 
 EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
 {
-    if (REAL(cuMemUnmap) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemUnmap);
     CUresult rc = REAL(cuMemUnmap)(ptr, size);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -220,8 +216,7 @@ EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
 EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle,
                                             void *addr)
 {
-    if (REAL(cuMemRetainAllocationHandle) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemRetainAllocationHandle);
     CUresult rc = REAL(cuMemRetainAllocationHandle)(handle, addr);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -240,8 +235,7 @@ EXPORT CUresult cuMemExportToShareableHandle(void *shareable,
                                              CUmemAllocationHandleType type,
                                              unsigned long long flags)
 {
-    if (REAL(cuMemExportToShareableHandle) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemExportToShareableHandle);
     CUresult rc = REAL(cuMemExportToShareableHandle)(shareable, handle, type, flags);
     if (rc != CUDA_SUCCESS || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
         return rc;
@@ -258,8 +252,7 @@ EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *han
                                                void *os_handle,
                                                CUmemAllocationHandleType type)
 {
-    if (REAL(cuMemImportFromShareableHandle) == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    NEED(cuMemImportFromShareableHandle);
     CUresult rc = REAL(cuMemImportFromShareableHandle)(handle, os_handle, type);
     if (rc != CUDA_SUCCESS || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
         return rc;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "atomic.h"
+#include "clock.h"
 #include "log.h"
 #include "region_internal.h"
 
@@ -42,9 +43,7 @@ static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int64_t coarse_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)(clock_ns(CLOCK_MONOTONIC_COARSE) / 1000000);
 }
 
 static void pause_briefly(void)
