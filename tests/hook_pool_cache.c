@@ -5,8 +5,9 @@
  *    plain 768 MiB then fits only because vgpu trims the pool first;
  *  - a pool allocation that is live cannot be trimmed: the plain one is
  *    refused;
- *  - a pool takes memory in chunks (2 MiB here): 1-byte allocations are
- *    charged what the pool reserved, and refused at the limit;
+ *  - a pool takes memory in 32 MiB chunks, 2 MiB per allocation: 1-byte
+ *    allocations are charged what the pool reserved, and refused at the
+ *    limit;
  *  - a synchronization gives back what exceeds the threshold (0 by
  *    default), and the region follows;
  *  - a pool's cache is charged even when the pool is destroyed later. */
@@ -66,7 +67,7 @@ static void chunks(CUstream s)
     while (n < 1024 && cuMemAllocFromPoolAsync(&p[n], 1, pool, s) == CUDA_SUCCESS)
         n++;
     check_peak("1-byte pool allocations");
-    CHECK(n == 512, "%d allocations of one 2 MiB chunk each fit in 1 GiB", n);
+    CHECK(n == 512, "%d allocations of 2 MiB each fit in 1 GiB", n);
     CHECK(region_used(0) == fakegpu_process_used(0), "region %llu, driver %llu",
           (unsigned long long)region_used(0),
           (unsigned long long)fakegpu_process_used(0));

@@ -9,10 +9,11 @@
  *    cache does not cover: what the pool uses (CU_MEMPOOL_ATTR_USED_MEM_
  *    CURRENT), plus the allocations in flight, plus this one rounded up to
  *    the driver's 2 MiB granularity, less what is charged; where that is
- *    more than nothing, the pool grows, by up to the most it ever grew
- *    beyond such an estimate (a driver that reserves larger chunks): that
- *    is charged too; so reserved memory is charged before the driver can
- *    take it (a pool's first growth beyond the estimate excepted);
+ *    more than nothing, the pool grows, by whole 32 MiB chunks that hold
+ *    this allocation at worst, and by up to the most it ever grew beyond
+ *    such an estimate (a driver that reserves larger chunks): that is
+ *    charged too; so reserved memory is charged before the driver can
+ *    take it;
  *  - after the driver answered, after a synchronization, a trim or a
  *    destruction, the charge is set to what the driver says the pool
  *    reserves (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT): growth beyond the estimate (the driver reserves in chunks) is
@@ -40,7 +41,12 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_POOLS 256
-#define GRANULARITY (2ull << 20) /* a pool reserves in chunks of at least this */
+#define GRANULARITY (2ull << 20) /* allocations in a pool are rounded to this */
+/* A pool that must grow takes whole chunks of this size, whatever the size
+ * asked: an H100 with driver 580 reserves 32 MiB for a 4 KiB allocation
+ * from a fresh pool, 1024 MiB for 1000 MiB (`facts_probe pool`). A driver
+ * with larger chunks is learned (slack). */
+#define GROWTH_CHUNK (32ull << 20)
 #define HOST_POOL (-2)           /* a pool of host memory: not counted */
 
 struct pool {
@@ -125,9 +131,14 @@ static int pool_index(const struct pool *p)
     return (int)(p - pools);
 }
 
+static uint64_t round_up(uint64_t bytes, uint64_t unit)
+{
+    return (bytes + unit - 1) / unit * unit;
+}
+
 static uint64_t rounded(uint64_t bytes)
 {
-    return (bytes + GRANULARITY - 1) / GRANULARITY * GRANULARITY;
+    return round_up(bytes, GRANULARITY);
 }
 
 /* One of p's sizes as the driver reports it. False (and p is blind from
@@ -176,8 +187,11 @@ static bool reserve_locked(struct pool *p, uint64_t bytes)
     uint64_t used = p->live;
     query(p, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used);
     uint64_t want = used + p->pending + rounded(bytes);
-    if (want > p->charged) /* the cache falls short: the pool will grow */
-        want += p->slack;
+    if (want > p->charged) { /* the cache falls short: the pool will grow */
+        /* at worst by whole new chunks holding all of this allocation */
+        uint64_t grown = p->charged + round_up(bytes, GROWTH_CHUNK);
+        want = (want > grown ? want : grown) + p->slack;
+    }
     uint64_t need = want > p->charged ? want - p->charged : 0;
     if (need > 0 &&
         !vgpu_region_try_charge(account_region(), p->dev, need, VGPU_CHARGE_DATA))

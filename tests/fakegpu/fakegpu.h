@@ -17,6 +17,9 @@
 #define FG_MAX_PROCS 512
 #define FG_MAGIC 0x46414b45475055ull /* "FAKEGPU" */
 #define FG_GRANULARITY (2ull << 20)
+/* A pool grows by whole chunks of this (an H100 with driver 580: 32 MiB,
+ * tests/gpu/facts_probe.c pool); FAKEGPU_POOL_CHUNK=MiB sets another. */
+#define FG_POOL_CHUNK (32ull << 20)
 
 struct fg_device {
     uint64_t total;

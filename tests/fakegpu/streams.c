@@ -1,7 +1,7 @@
 /* The simulated driver's streams, events and stream-ordered pools.
  *
  * A pool holds what it reserved from the device (in chunks of
- * FAKEGPU_POOL_CHUNK, default 2 MiB; allocations are rounded to 2 MiB), not only
+ * FAKEGPU_POOL_CHUNK, default 32 MiB; allocations are rounded to 2 MiB), not only
  * what is allocated from it, as the driver's pools do: a freed allocation
  * goes back to the pool's cache; a synchronization (stream, event or
  * context) gives back what exceeds the pool's release threshold (default
@@ -134,7 +134,7 @@ static uint64_t growth_unit(void)
 {
     const char *v = getenv("FAKEGPU_POOL_CHUNK");
     uint64_t mib = v ? strtoull(v, NULL, 10) : 0;
-    return mib ? mib << 20 : FG_GRANULARITY;
+    return mib ? mib << 20 : FG_POOL_CHUNK;
 }
 
 /* As the driver: a fork child owns none of its parent's pool memory. */
