@@ -15,5 +15,6 @@ gcc -O2 -I"$CUDA/include" tests/gpu/pool_probe.c -o "$B/pool_probe" \
     -L"$CUDA/lib64" -lcudart -Wl,-rpath,"$CUDA/lib64"
 printf 'pool_cache_then_cudaMalloc\t%s\n' "$B/pool_probe cache 1000"
 printf 'pool_live_then_cudaMalloc\t%s\n' "$B/pool_probe live 1000"
+printf 'pool_first_growth_near_limit\t%s\n' "$B/pool_probe first 1000"
 printf 'torch_cudaMallocAsync_free_then_other_library\t%s\n' \
     "env PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync python3 tests/gpu/torch_pool_probe.py torch_pool 1000"
