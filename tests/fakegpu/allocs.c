@@ -113,8 +113,8 @@ uint64_t allocs_take_device(int dev)
     for (size_t i = 0; i < capacity; i++)
         if (slots[i].key > TOMB && slots[i].dev == dev &&
             (slots[i].kind == FG_PLAIN || slots[i].kind == FG_ARRAY ||
-             slots[i].kind == FG_POOL)) {
-            if (slots[i].kind != FG_POOL)
+             slots[i].kind == FG_POOL || slots[i].kind == FG_GRAPH)) {
+            if (slots[i].kind != FG_POOL && slots[i].kind != FG_GRAPH)
                 bytes += slots[i].size;
             slots[i].key = TOMB;
             count--;

@@ -11,6 +11,7 @@ enum fg_kind {
     FG_ARRAY,      /* arrays and mipmapped arrays */
     FG_RESERVE,    /* cuMemAddressReserve: address space only */
     FG_POOL,       /* from a stream-ordered pool: its bytes are the pool's */
+    FG_GRAPH,      /* a graph's allocation: its bytes are the graph pool's */
 };
 
 struct fg_alloc {

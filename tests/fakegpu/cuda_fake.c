@@ -268,6 +268,7 @@ EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
     if (bytes)
         fg_release(c->physical, bytes);
     fg_pools_reset(c->physical);
+    fg_graph_mem_reset(c->physical);
     modules_drop_device(c->physical);
     return CUDA_SUCCESS;
 }
@@ -488,6 +489,8 @@ CUresult fg_free(uint64_t key, int kinds)
     }
     if (a.kind == FG_POOL)
         fg_pool_free(&a); /* back to its pool's cache */
+    else if (a.kind == FG_GRAPH)
+        fg_graph_mem_free(&a); /* back to the graph pool's cache */
     else if (a.kind != FG_MANAGED && a.kind != FG_RESERVE)
         fg_release(a.dev, a.size);
     return CUDA_SUCCESS;
@@ -538,7 +541,8 @@ EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes,
 EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
     FAIL_POINT("cuMemFree");
-    return fg_free(dptr, KIND(FG_PLAIN) | KIND(FG_MANAGED) | KIND(FG_POOL));
+    return fg_free(dptr, KIND(FG_PLAIN) | KIND(FG_MANAGED) | KIND(FG_POOL) |
+                             KIND(FG_GRAPH));
 }
 
 EXPORT CUresult cuMemFree(CUdeviceptr_v1 dptr)

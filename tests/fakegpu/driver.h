@@ -4,6 +4,7 @@
 #define FAKEGPU_DRIVER_H
 
 #include <cuda.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "allocs.h"
@@ -25,5 +26,27 @@ CUresult fg_free(uint64_t key, int kinds);
 void fg_pool_free(const struct fg_alloc *a);
 void fg_pools_sync(void);
 void fg_pools_reset(int physical);
+
+/* graphmem.c: the graph memory pool of each device. A graph's memory
+ * nodes as its launch sees them: an allocation freed in the graph, one that
+ * outlives the launch, or the free of another graph's allocation. */
+enum fg_mem_kind { FG_MEM_FREED, FG_MEM_KEPT, FG_MEM_FREE };
+struct fg_mem_node {
+    uint64_t dptr;
+    uint64_t bytes;
+    int physical;
+    int kind; /* enum fg_mem_kind */
+};
+/* Reserve what the nodes need (upload), and take their allocations (launch). */
+CUresult fg_graph_mem_run(const struct fg_mem_node *nodes, int n, bool launch);
+/* A graph allocation that outlived its launch was freed. */
+void fg_graph_mem_free(const struct fg_alloc *a);
+/* A primary context's reset: the device's graph pool loses everything. */
+void fg_graph_mem_reset(int physical);
+
+/* exec.c: a capturing stream records stream-ordered allocations and frees
+ * as memory nodes. False: s is not capturing. */
+bool fg_exec_capture_alloc(void *s, uint64_t bytes, int ordinal, uint64_t *dptr);
+bool fg_exec_capture_free(void *s, uint64_t dptr);
 
 #endif

@@ -11,7 +11,8 @@
  * A launch's duration: kernelParams[0], when given, points to a uint32_t of
  * microseconds (the simulated kernel's one argument); otherwise
  * FAKEGPU_KERNEL_US (default 100). A graph takes the sum of its kernel
- * nodes. Events take the time at which their stream reaches them; an event
+ * nodes; its memory nodes take memory from the graph pool (graphmem.c).
+ * Events take the time at which their stream reaches them; an event
  * right behind work takes that work's end; an event recorded on a new
  * stream, or after another event, belongs with the next work on the stream
  * and takes its start (contexts take turns between launches: a turn ends
@@ -52,8 +53,11 @@ struct queue {
     struct fg_graph *capture; /* capturing into this graph: nothing runs */
 };
 
+struct fg_node;
 struct fg_graph {
     uint64_t ns;
+    int nnodes, cap;
+    struct fg_node **nodes;
 };
 
 struct queue;
@@ -265,7 +269,68 @@ EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
                           params, NULL);
 }
 
-/* ---- Graphs: a sum of kernel durations ---- */
+/* ---- Graphs: a sum of kernel durations, and memory nodes ---- */
+
+enum { NODE_KERNEL, NODE_ALLOC, NODE_FREE };
+
+struct fg_node {
+    int type;
+    struct fg_mem_node mem; /* alloc and free nodes */
+    CUDA_MEM_ALLOC_NODE_PARAMS params; /* alloc nodes, as given */
+};
+
+/* Add a node to g; NULL when out of memory. */
+static struct fg_node *add_node(struct fg_graph *g, int type)
+{
+    if (g->nnodes == g->cap) {
+        int cap = g->cap ? g->cap * 2 : 8;
+        struct fg_node **nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
+        if (nodes == NULL)
+            return NULL;
+        g->nodes = nodes;
+        g->cap = cap;
+    }
+    struct fg_node *n = calloc(1, sizeof *n);
+    if (n != NULL) {
+        n->type = type;
+        g->nodes[g->nnodes++] = n;
+    }
+    return n;
+}
+
+static void free_graph(struct fg_graph *g)
+{
+    if (g == NULL)
+        return;
+    for (int i = 0; i < g->nnodes; i++)
+        free(g->nodes[i]);
+    free(g->nodes);
+    free(g);
+}
+
+/* A free of dptr in g: of g's own allocation, or of another graph's. */
+static struct fg_node *add_free(struct fg_graph *g, uint64_t dptr)
+{
+    struct fg_node *n = add_node(g, NODE_FREE);
+    if (n == NULL)
+        return NULL;
+    n->mem = (struct fg_mem_node){.dptr = dptr, .kind = FG_MEM_FREE};
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i]->type == NODE_ALLOC && g->nodes[i]->mem.dptr == dptr) {
+            g->nodes[i]->mem.kind = FG_MEM_FREED;
+            n->mem.kind = FG_MEM_FREED; /* nothing to do at launch */
+        }
+    return n;
+}
+
+static struct fg_node *add_alloc(struct fg_graph *g, uint64_t bytes, int physical)
+{
+    struct fg_node *n = add_node(g, NODE_ALLOC);
+    if (n != NULL)
+        n->mem = (struct fg_mem_node){fg_new_address(bytes), bytes, physical,
+                                      FG_MEM_KEPT};
+    return n;
+}
 
 EXPORT CUresult cuGraphCreate(CUgraph *g, unsigned int flags)
 {
@@ -283,9 +348,106 @@ EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *node, CUgraph g,
     (void)deps, (void)ndeps;
     if (g == NULL || p == NULL)
         return CUDA_ERROR_INVALID_VALUE;
+    struct fg_node *n = add_node((struct fg_graph *)g, NODE_KERNEL);
+    if (n == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
     ((struct fg_graph *)g)->ns += kernel_ns(p->kernelParams);
     if (node)
-        *node = (CUgraphNode)g;
+        *node = (CUgraphNode)n;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphAddMemAllocNode(CUgraphNode *node, CUgraph g,
+                                       const CUgraphNode *deps, size_t ndeps,
+                                       CUDA_MEM_ALLOC_NODE_PARAMS *p)
+{
+    (void)deps, (void)ndeps;
+    if (node == NULL || g == NULL || p == NULL || p->bytesize == 0 ||
+        p->poolProps.location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
+        fg_physical(p->poolProps.location.id) < 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fg_node *n = add_alloc((struct fg_graph *)g, p->bytesize,
+                                  fg_physical(p->poolProps.location.id));
+    if (n == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    p->dptr = n->mem.dptr;
+    n->params = *p;
+    n->params.accessDescs = NULL;
+    n->params.accessDescCount = 0;
+    *node = (CUgraphNode)n;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphAddMemFreeNode(CUgraphNode *node, CUgraph g,
+                                      const CUgraphNode *deps, size_t ndeps,
+                                      CUdeviceptr dptr)
+{
+    (void)deps, (void)ndeps;
+    if (node == NULL || g == NULL || dptr == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fg_node *n = add_free((struct fg_graph *)g, dptr);
+    if (n == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *node = (CUgraphNode)n;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphMemAllocNodeGetParams(CUgraphNode node,
+                                             CUDA_MEM_ALLOC_NODE_PARAMS *out)
+{
+    struct fg_node *n = (struct fg_node *)node;
+    if (n == NULL || out == NULL || n->type != NODE_ALLOC)
+        return CUDA_ERROR_INVALID_VALUE;
+    *out = n->params;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphGetNodes(CUgraph graph, CUgraphNode *nodes, size_t *count)
+{
+    struct fg_graph *g = (struct fg_graph *)graph;
+    if (g == NULL || count == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (nodes != NULL)
+        for (size_t i = 0; i < *count && i < (size_t)g->nnodes; i++)
+            nodes[i] = (CUgraphNode)g->nodes[i];
+    *count = (size_t)g->nnodes;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphNodeGetType(CUgraphNode node, CUgraphNodeType *type)
+{
+    static const CUgraphNodeType types[] = {
+        [NODE_KERNEL] = CU_GRAPH_NODE_TYPE_KERNEL,
+        [NODE_ALLOC] = CU_GRAPH_NODE_TYPE_MEM_ALLOC,
+        [NODE_FREE] = CU_GRAPH_NODE_TYPE_MEM_FREE,
+    };
+    struct fg_node *n = (struct fg_node *)node;
+    if (n == NULL || type == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *type = types[n->type];
+    return CUDA_SUCCESS;
+}
+
+/* An executable graph: its duration and its memory nodes. */
+struct fg_exec {
+    uint64_t ns;
+    int nmem;
+    struct fg_mem_node mem[];
+};
+
+static CUresult instantiate(CUgraphExec *exec, CUgraph graph)
+{
+    struct fg_graph *g = (struct fg_graph *)graph;
+    if (exec == NULL || g == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct fg_exec *e = calloc(1, sizeof *e + (size_t)g->nnodes * sizeof e->mem[0]);
+    if (e == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    e->ns = g->ns;
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i]->type != NODE_KERNEL)
+            e->mem[e->nmem++] = g->nodes[i]->mem;
+    *exec = (CUgraphExec)e;
     return CUDA_SUCCESS;
 }
 
@@ -293,19 +455,69 @@ EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g,
                                             unsigned long long flags)
 {
     (void)flags;
-    if (exec == NULL || g == NULL)
+    return instantiate(exec, g);
+}
+
+/* The CUDA 11 entry point (cuda.h no longer declares it). */
+EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *exec, CUgraph g,
+                                      CUgraphNode *error_node, char *log,
+                                      size_t log_size)
+{
+    if (error_node)
+        *error_node = NULL;
+    if (log && log_size)
+        log[0] = '\0';
+    return instantiate(exec, g);
+}
+
+static CUresult upload(CUgraphExec exec)
+{
+    if (exec == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    struct fg_exec *e = (struct fg_exec *)exec;
+    return fg_graph_mem_run(e->mem, e->nmem, false);
+}
+
+EXPORT CUresult cuGraphInstantiateWithParams(CUgraphExec *exec, CUgraph g,
+                                             CUDA_GRAPH_INSTANTIATE_PARAMS *p)
+{
+    if (p == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    struct fg_graph *copy = malloc(sizeof *copy);
-    *copy = *(struct fg_graph *)g;
-    *exec = (CUgraphExec)copy;
-    return CUDA_SUCCESS;
+    CUresult rc = instantiate(exec, g);
+    if (rc == CUDA_SUCCESS && (p->flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD)) {
+        rc = upload(*exec);
+        if (rc != CUDA_SUCCESS)
+            free(*exec);
+    }
+    p->result_out = rc == CUDA_SUCCESS ? CUDA_GRAPH_INSTANTIATE_SUCCESS
+                                       : CUDA_GRAPH_INSTANTIATE_ERROR;
+    return rc;
+}
+
+EXPORT CUresult cuGraphInstantiateWithParams_ptsz(CUgraphExec *exec, CUgraph g,
+                                                  CUDA_GRAPH_INSTANTIATE_PARAMS *p)
+{
+    return cuGraphInstantiateWithParams(exec, g, p);
+}
+
+EXPORT CUresult cuGraphUpload(CUgraphExec exec, CUstream s)
+{
+    (void)s;
+    return upload(exec);
+}
+
+EXPORT CUresult cuGraphUpload_ptsz(CUgraphExec exec, CUstream s)
+{
+    return cuGraphUpload(exec, per_thread(s));
 }
 
 EXPORT CUresult cuGraphLaunch(CUgraphExec exec, CUstream s)
 {
     if (exec == NULL)
         return CUDA_ERROR_INVALID_HANDLE;
-    return run(s, ((struct fg_graph *)exec)->ns);
+    struct fg_exec *e = (struct fg_exec *)exec;
+    CUresult rc = fg_graph_mem_run(e->mem, e->nmem, true);
+    return rc != CUDA_SUCCESS ? rc : run(s, e->ns);
 }
 
 EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s)
@@ -314,7 +526,12 @@ EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s)
 }
 
 EXPORT CUresult cuGraphExecDestroy(CUgraphExec exec) { free(exec); return CUDA_SUCCESS; }
-EXPORT CUresult cuGraphDestroy(CUgraph g) { free(g); return CUDA_SUCCESS; }
+
+EXPORT CUresult cuGraphDestroy(CUgraph g)
+{
+    free_graph((struct fg_graph *)g);
+    return CUDA_SUCCESS;
+}
 
 /* Stream capture: launches on a capturing stream add to its graph. */
 EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode)
@@ -339,11 +556,38 @@ EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *g)
         q->capture = NULL;
     pthread_mutex_unlock(&lock);
     if (graph == NULL || g == NULL) {
-        free(graph);
+        free_graph(graph);
         return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
     }
     *g = (CUgraph)graph;
     return CUDA_SUCCESS;
+}
+
+bool fg_exec_capture_alloc(void *s, uint64_t bytes, int ordinal, uint64_t *dptr)
+{
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue((CUstream)s, false);
+    struct fg_node *n = q && q->capture
+                            ? add_alloc(q->capture, bytes, fg_physical(ordinal))
+                            : NULL;
+    if (n != NULL) {
+        n->params.bytesize = bytes;
+        n->params.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+        n->params.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        n->params.poolProps.location.id = ordinal;
+        n->params.dptr = *dptr = n->mem.dptr;
+    }
+    pthread_mutex_unlock(&lock);
+    return n != NULL;
+}
+
+bool fg_exec_capture_free(void *s, uint64_t dptr)
+{
+    pthread_mutex_lock(&lock);
+    struct queue *q = find_queue((CUstream)s, false);
+    bool captured = q && q->capture && add_free(q->capture, dptr) != NULL;
+    pthread_mutex_unlock(&lock);
+    return captured;
 }
 
 EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status)
@@ -516,7 +760,7 @@ void fg_exec_forget_stream(void *stream)
     if (q != NULL) {
         while (q->nwaiting > 0)
             unwait(q->waiting[0]);
-        free(q->capture);
+        free_graph(q->capture);
         q->capture = NULL;
         q->key = 0;
     }

@@ -23,6 +23,7 @@ CUresult cuGetProcAddress(const char *, void **, int, cuuint64_t);
 CUresult cuGetProcAddress_v2(const char *, void **, int, cuuint64_t,
                              CUdriverProcAddressQueryResult *);
 #include "hook/launch_decl.h" /* the _ptsz launch variants' prototypes */
+#include "hook/graph_decl.h"  /* and the graph ones' */
 CUresult cuStreamIsCapturing_ptsz(CUstream, CUstreamCaptureStatus *);
 CUresult cuEventRecord_ptsz(CUevent, CUstream);
 
@@ -137,7 +138,21 @@ static const struct entry table[] = {
     PT("cuGraphLaunch", 10000, cuGraphLaunch_ptsz),
     E("cuGraphCreate", 10000, cuGraphCreate),
     E("cuGraphAddKernelNode", 12000, cuGraphAddKernelNode_v2),
-    E("cuGraphInstantiate", 11040, cuGraphInstantiateWithFlags),
+    E("cuGraphInstantiate", 11000, cuGraphInstantiate_v2),
+    E("cuGraphInstantiate", 12000, cuGraphInstantiateWithFlags),
+    E("cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags),
+    E("cuGraphInstantiateWithParams", 12000, cuGraphInstantiateWithParams),
+    PT("cuGraphInstantiateWithParams", 12000, cuGraphInstantiateWithParams_ptsz),
+    E("cuGraphUpload", 11010, cuGraphUpload),
+    PT("cuGraphUpload", 11010, cuGraphUpload_ptsz),
+    E("cuGraphAddMemAllocNode", 11040, cuGraphAddMemAllocNode),
+    E("cuGraphAddMemFreeNode", 11040, cuGraphAddMemFreeNode),
+    E("cuGraphMemAllocNodeGetParams", 11040, cuGraphMemAllocNodeGetParams),
+    E("cuGraphGetNodes", 10000, cuGraphGetNodes),
+    E("cuGraphNodeGetType", 10000, cuGraphNodeGetType),
+    E("cuDeviceGraphMemTrim", 11040, cuDeviceGraphMemTrim),
+    E("cuDeviceGetGraphMemAttribute", 11040, cuDeviceGetGraphMemAttribute),
+    E("cuDeviceSetGraphMemAttribute", 11040, cuDeviceSetGraphMemAttribute),
     E("cuGraphExecDestroy", 10000, cuGraphExecDestroy),
     E("cuGraphDestroy", 10000, cuGraphDestroy),
     E("cuStreamIsCapturing", 10000, cuStreamIsCapturing),

@@ -240,6 +240,9 @@ EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
     int ordinal = stream_ordinal(s);
     if (ordinal < 0)
         return CUDA_ERROR_INVALID_CONTEXT;
+    if (dptr != NULL && bytes > 0 &&
+        fg_exec_capture_alloc(s, bytes, ordinal, (uint64_t *)dptr))
+        return CUDA_SUCCESS; /* a memory node of the graph being captured */
     return pool_allocate((uint64_t *)dptr, bytes, current_pool(ordinal));
 }
 
@@ -250,8 +253,9 @@ EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s
 
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s)
 {
-    (void)s;
-    return fg_free(dptr, KIND(FG_POOL) | KIND(FG_PLAIN));
+    if (fg_exec_capture_free(s, dptr))
+        return CUDA_SUCCESS;
+    return fg_free(dptr, KIND(FG_POOL) | KIND(FG_PLAIN) | KIND(FG_GRAPH));
 }
 
 EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s)

@@ -1,0 +1,194 @@
+/* What a graph's memory nodes take counts (1 GiB limit, the driver's own
+ * ledger as the judge). The driver backs graph allocations from a graph
+ * pool per device, reserved at upload or launch and kept cached until
+ * cuDeviceGraphMemTrim:
+ *  - a graph allocating more than the limit is refused at its launch and
+ *    its upload, through every way of reaching them, and never runs;
+ *  - the pool's cache after the graph freed its memory stays charged; a
+ *    plain allocation that fits only without it succeeds after vgpu trims
+ *    the pool; a relaunch that fits only without a live plain allocation
+ *    is refused;
+ *  - an allocation that outlives its graph is charged until freed, then its
+ *    cache until trimmed;
+ *  - a captured cuMemAllocAsync is a memory node: charged at the launch;
+ *  - trim and destruction bring the charge back to zero. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+
+#include "hook_util.h"
+
+typedef CUresult (*launch_fn)(CUgraphExec, CUstream);
+
+static void check_peak(const char *when)
+{
+    CHECK(fakegpu_device_peak(0) <= GiB, "%s: the driver held %llu MiB > 1 GiB",
+          when, (unsigned long long)(fakegpu_device_peak(0) / MiB));
+}
+
+static void check_charged(const char *when)
+{
+    CHECK(region_used(0) == fakegpu_process_used(0),
+          "%s: region %llu MiB, driver %llu MiB", when,
+          (unsigned long long)(region_used(0) / MiB),
+          (unsigned long long)(fakegpu_process_used(0) / MiB));
+}
+
+/* A graph with one allocation node of bytes on device 0, freed in the
+ * graph or not (its address in *dptr). */
+static CUgraphExec alloc_graph(uint64_t bytes, bool free_it, CUdeviceptr *dptr)
+{
+    CUgraph g;
+    CU_OK(cuGraphCreate(&g, 0));
+    CUDA_MEM_ALLOC_NODE_PARAMS p;
+    memset(&p, 0, sizeof p);
+    p.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    p.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    p.poolProps.location.id = 0;
+    p.bytesize = bytes;
+    CUgraphNode alloc, release;
+    CU_OK(cuGraphAddMemAllocNode(&alloc, g, NULL, 0, &p));
+    if (free_it)
+        CU_OK(cuGraphAddMemFreeNode(&release, g, &alloc, 1, p.dptr));
+    CUgraphExec exec;
+    CU_OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+    CU_OK(cuGraphDestroy(g));
+    if (dptr)
+        *dptr = p.dptr;
+    return exec;
+}
+
+static void too_big(CUstream s)
+{
+    CUgraphExec exec = alloc_graph(GiB + 512 * MiB, true, NULL);
+    CHECK(cuGraphLaunch(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "launch refused");
+    CHECK(cuGraphUpload(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "upload refused");
+    /* Through cuGetProcAddress (per-thread variants too) and dlsym. */
+    launch_fn fn;
+    CUdriverProcAddressQueryResult q;
+    CU_OK(cuGetProcAddress_v2("cuGraphLaunch", (void **)&fn, 12000,
+                              CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, &q));
+    CHECK(fn(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "cuGetProcAddress: launch_ptsz");
+    CU_OK(cuGetProcAddress_v2("cuGraphUpload", (void **)&fn, 12000, 0, &q));
+    CHECK(fn(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "cuGetProcAddress: upload");
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    fn = (launch_fn)dlsym(cuda, "cuGraphUpload_ptsz");
+    CHECK(fn && fn(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "dlsym: upload_ptsz");
+    dlclose(cuda);
+    check_peak("too big");
+    CHECK(fakegpu_process_used(0) == 0 && region_used(0) == 0, "nothing taken");
+    CU_OK(cuGraphExecDestroy(exec));
+
+    /* Instantiated through cuGetProcAddress, uploaded at instantiation. */
+    typedef CUresult (*inst_fn)(CUgraphExec *, CUgraph, CUDA_GRAPH_INSTANTIATE_PARAMS *);
+    inst_fn inst;
+    CU_OK(cuGetProcAddress_v2("cuGraphInstantiateWithParams", (void **)&inst,
+                              12000, 0, &q));
+    CUgraph g;
+    CU_OK(cuGraphCreate(&g, 0));
+    CUDA_MEM_ALLOC_NODE_PARAMS p;
+    memset(&p, 0, sizeof p);
+    p.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    p.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    p.bytesize = 2 * GiB;
+    CUgraphNode node;
+    CU_OK(cuGraphAddMemAllocNode(&node, g, NULL, 0, &p));
+    CUDA_GRAPH_INSTANTIATE_PARAMS ip = {.flags = CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD,
+                                        .hUploadStream = s};
+    CHECK(inst(&exec, g, &ip) == CUDA_ERROR_OUT_OF_MEMORY, "instantiate+upload refused");
+    CU_OK(cuGraphDestroy(g));
+    check_peak("instantiated with upload");
+    CHECK(fakegpu_process_used(0) == 0 && region_used(0) == 0, "nothing taken");
+}
+
+static void cached(CUstream s)
+{
+    CUgraphExec exec = alloc_graph(768 * MiB, true, NULL);
+    CU_OK(cuGraphLaunch(exec, s));
+    CU_OK(cuStreamSynchronize(s));
+    CHECK(fakegpu_process_used(0) == 768 * MiB, "the graph pool keeps its cache");
+    check_charged("cache after the launch");
+    /* Another library: fits once vgpu has trimmed the graph pool. */
+    CUdeviceptr p;
+    CU_OK(cuMemAlloc_v2(&p, 512 * MiB));
+    check_peak("cache then plain");
+    check_charged("trimmed, then plain");
+    /* The graph's memory does not fit beside the live plain allocation. */
+    CHECK(cuGraphLaunch(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "relaunch refused");
+    check_peak("plain then graph");
+    CU_OK(cuMemFree_v2(p));
+    CU_OK(cuGraphLaunch(exec, s));
+    CU_OK(cuGraphLaunch(exec, s)); /* from its own cache */
+    check_charged("relaunched");
+    CHECK(region_used(0) == 768 * MiB, "charged once: %llu MiB",
+          (unsigned long long)(region_used(0) / MiB));
+    CU_OK(cuGraphExecDestroy(exec));
+    check_charged("destroyed, still cached");
+    CU_OK(cuDeviceGraphMemTrim(0));
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0,
+          "trimmed: %llu MiB charged", (unsigned long long)(region_used(0) / MiB));
+}
+
+static void outlives(CUstream s)
+{
+    CUdeviceptr kept, p;
+    CUgraphExec exec = alloc_graph(512 * MiB, false, &kept);
+    CU_OK(cuGraphLaunch(exec, s));
+    check_charged("allocation outlives the graph");
+    CHECK(cuMemAlloc_v2(&p, 768 * MiB) == CUDA_ERROR_OUT_OF_MEMORY,
+          "a live graph allocation cannot be trimmed");
+    check_peak("graph allocation then plain");
+    CU_OK(cuMemFreeAsync(kept, s));
+    check_charged("freed into the graph pool's cache");
+    CU_OK(cuMemAlloc_v2(&p, 768 * MiB));
+    check_peak("freed graph allocation then plain");
+    check_charged("trimmed");
+    CU_OK(cuMemFree_v2(p));
+    CU_OK(cuGraphExecDestroy(exec));
+    CHECK(region_used(0) == 0, "nothing left: %llu MiB",
+          (unsigned long long)(region_used(0) / MiB));
+}
+
+static void captured(CUstream s)
+{
+    CUdeviceptr p;
+    CU_OK(cuStreamBeginCapture_v2(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    CU_OK(cuMemAllocAsync(&p, 768 * MiB, s));
+    CU_OK(cuMemFreeAsync(p, s));
+    CUgraph g;
+    CU_OK(cuStreamEndCapture(s, &g));
+    CHECK(fakegpu_process_used(0) == 0 && region_used(0) == 0,
+          "capturing allocates nothing");
+    CUgraphExec exec;
+    CU_OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+    CU_OK(cuGraphDestroy(g));
+    CUdeviceptr plain;
+    CU_OK(cuMemAlloc_v2(&plain, 512 * MiB));
+    CHECK(cuGraphLaunch(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "captured graph refused");
+    CU_OK(cuMemFree_v2(plain));
+    CU_OK(cuGraphLaunch(exec, s));
+    check_charged("captured graph launched");
+    CHECK(region_used(0) == 768 * MiB, "its pool charged");
+    /* Watermarks reset: nothing changes but the charge settles. */
+    cuuint64_t zero = 0;
+    CU_OK(cuDeviceSetGraphMemAttribute(0, CU_GRAPH_MEM_ATTR_RESERVED_MEM_HIGH, &zero));
+    check_charged("watermark reset");
+    CU_OK(cuGraphExecDestroy(exec));
+    CU_OK(cuDeviceGraphMemTrim(0));
+    check_peak("captured");
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
+}
+
+int main(void)
+{
+    hook_fresh(1, "8g", "1g");
+    fakegpu_context(0);
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    too_big(s);
+    cached(s);
+    outlives(s);
+    captured(s);
+    CU_OK(cuStreamDestroy_v2(s));
+    printf("hook_graph_mem: ok\n");
+    return 0;
+}
