@@ -4,6 +4,7 @@
 #include "hook/charge.h"
 
 #include "hook/account.h"
+#include "hook/graphmem.h"
 #include "hook/pools.h"
 #include "hook/reconcile.h"
 
@@ -23,9 +24,10 @@ bool charge_begin(struct charge *c, int dev, uint64_t bytes,
     /* What the driver holds beyond the charges counts first. */
     if (r != NULL && !reconcile_before_charge(c->dev, bytes))
         return false;
-    /* Refused: what this process's pools cache goes back first, once. */
+    /* Refused: what this process's pools (stream-ordered and graph) cache
+     * goes back first, once. */
     if (r != NULL && !vgpu_region_try_charge(r, c->dev, bytes, kind) &&
-        !(pools_give_back(c->dev) > 0 &&
+        !(pools_give_back(c->dev) + graphmem_give_back(c->dev) > 0 &&
           vgpu_region_try_charge(r, c->dev, bytes, kind)))
         return false;
     in_driver++;

@@ -17,6 +17,7 @@
 #include "atomic.h"
 #include "clock.h"
 #include "hook/account.h"
+#include "hook/graphmem.h"
 #include "hook/limiter.h"
 #include "hook/real.h"
 #include "log.h"
@@ -250,11 +251,11 @@ EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
 EXPORT CUresult cuGraphLaunch(CUgraphExec exec, CUstream s)
 {
     NEED(cuGraphLaunch);
-    LIMITED(s, REAL(cuGraphLaunch)(exec, s));
+    LIMITED(s, graphmem_launch(exec, s, REAL(cuGraphLaunch)));
 }
 
 EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s)
 {
     NEED(cuGraphLaunch_ptsz);
-    LIMITED(per_thread(s), REAL(cuGraphLaunch_ptsz)(exec, s));
+    LIMITED(per_thread(s), graphmem_launch(exec, s, REAL(cuGraphLaunch_ptsz)));
 }

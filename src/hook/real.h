@@ -5,6 +5,7 @@
 
 #include <cuda.h>
 
+#include "hook/graph_decl.h"
 #include "hook/launch_decl.h"
 #include "hook/symbols.h"
 #include "nvml_decl.h"

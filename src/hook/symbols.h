@@ -73,7 +73,16 @@
     X(cuLaunchCooperativeKernel)                                               \
     X(cuLaunchCooperativeKernel_ptsz)                                          \
     X(cuGraphLaunch)                                                           \
-    X(cuGraphLaunch_ptsz)
+    X(cuGraphLaunch_ptsz)                                                      \
+    X(cuGraphInstantiateWithFlags)                                             \
+    X(cuGraphInstantiate_v2)                                                   \
+    X(cuGraphInstantiateWithParams)                                            \
+    X(cuGraphInstantiateWithParams_ptsz)                                       \
+    X(cuGraphUpload)                                                           \
+    X(cuGraphUpload_ptsz)                                                      \
+    X(cuGraphExecDestroy)                                                      \
+    X(cuDeviceGraphMemTrim)                                                    \
+    X(cuDeviceSetGraphMemAttribute)
 
 /* Driver functions vgpu calls but does not intercept. */
 #define VGPU_CUDA_USED(X)                                                      \
@@ -92,7 +101,12 @@
     X(cuEventQuery)                                                            \
     X(cuEventElapsedTime)                                                      \
     X(cuEventElapsedTime_v2)                                                   \
-    X(cuEventDestroy_v2)
+    X(cuEventDestroy_v2)                                                       \
+    X(cuGraphGetNodes)                                                         \
+    X(cuGraphNodeGetType)                                                      \
+    X(cuGraphMemAllocNodeGetParams)                                            \
+    X(cuGraphChildGraphNodeGetGraph)                                           \
+    X(cuDeviceGetGraphMemAttribute)
 
 #define VGPU_NVML_HOOKS(X)                                                     \
     X(nvmlDeviceGetMemoryInfo)                                                 \
