@@ -108,6 +108,9 @@ race race_8procs_256MiB 256
 race race_8procs_64MiB 64
 probe cuCtxCreate_x12 $B/exact_probe ctx 12
 probe module_2GiB_static_then_3GiB $B/exact_probe module $B/module_static.cubin 3072
+probe graph_5GiB_alloc_node $B/exact_probe graph 5120 0
+probe graph_3GiB_alloc_node_then_2GiB $B/exact_probe graph 3072 2048
+probe graph_3GiB_freed_to_cache_then_2GiB $B/exact_probe graph 3072 2048 free
 if [ -x scripts/gpu-pool-probes.sh ] || [ -e scripts/gpu-pool-probes.sh ]; then
     while IFS=$'\t' read -r name cmd; do
         # shellcheck disable=SC2086

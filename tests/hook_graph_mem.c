@@ -78,6 +78,27 @@ static void too_big(CUstream s)
     CHECK(fakegpu_process_used(0) == 0 && region_used(0) == 0, "nothing taken");
     CU_OK(cuGraphExecDestroy(exec));
 
+    /* Instantiated with the CUDA 10 and 11 ABIs, through cuGetProcAddress. */
+    typedef CUresult (*old_fn)(CUgraphExec *, CUgraph, CUgraphNode *, char *, size_t);
+    for (int version = 10000; version <= 11000; version += 1000) {
+        old_fn old;
+        CU_OK(cuGetProcAddress_v2("cuGraphInstantiate", (void **)&old, version, 0, &q));
+        CUgraph graph;
+        CU_OK(cuGraphCreate(&graph, 0));
+        CUDA_MEM_ALLOC_NODE_PARAMS a;
+        memset(&a, 0, sizeof a);
+        a.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+        a.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        a.bytesize = 2 * GiB;
+        CUgraphNode n;
+        CU_OK(cuGraphAddMemAllocNode(&n, graph, NULL, 0, &a));
+        CU_OK(old(&exec, graph, NULL, NULL, 0));
+        CU_OK(cuGraphDestroy(graph));
+        CHECK(cuGraphLaunch(exec, s) == CUDA_ERROR_OUT_OF_MEMORY,
+              "instantiated at version %d: launch refused", version);
+        CU_OK(cuGraphExecDestroy(exec));
+    }
+
     /* Instantiated through cuGetProcAddress, uploaded at instantiation. */
     typedef CUresult (*inst_fn)(CUgraphExec *, CUgraph, CUDA_GRAPH_INSTANTIATE_PARAMS *);
     inst_fn inst;

@@ -341,6 +341,16 @@ EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g,
     return remember(rc, exec, n);
 }
 
+EXPORT CUresult cuGraphInstantiate(CUgraphExec *exec, CUgraph g,
+                                   CUgraphNode *error_node, char *log,
+                                   size_t log_size)
+{
+    NEED(cuGraphInstantiate);
+    struct need *n = need_of(g);
+    CUresult rc = REAL(cuGraphInstantiate)(exec, g, error_node, log, log_size);
+    return remember(rc, exec, n);
+}
+
 EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *exec, CUgraph g,
                                       CUgraphNode *error_node, char *log,
                                       size_t log_size)

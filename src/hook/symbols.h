@@ -75,6 +75,7 @@
     X(cuGraphLaunch)                                                           \
     X(cuGraphLaunch_ptsz)                                                      \
     X(cuGraphInstantiateWithFlags)                                             \
+    X(cuGraphInstantiate)                                                      \
     X(cuGraphInstantiate_v2)                                                   \
     X(cuGraphInstantiateWithParams)                                            \
     X(cuGraphInstantiateWithParams_ptsz)                                       \

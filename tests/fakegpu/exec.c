@@ -29,6 +29,7 @@
 
 #include "driver.h"
 #include "fakegpu.h"
+#include "hook/graph_decl.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_QUEUES 64
@@ -458,7 +459,7 @@ EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g,
     return instantiate(exec, g);
 }
 
-/* The CUDA 11 entry point (cuda.h no longer declares it). */
+/* The CUDA 10 and 11 entry points (cuda.h no longer declares them). */
 EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *exec, CUgraph g,
                                       CUgraphNode *error_node, char *log,
                                       size_t log_size)
@@ -468,6 +469,13 @@ EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *exec, CUgraph g,
     if (log && log_size)
         log[0] = '\0';
     return instantiate(exec, g);
+}
+
+EXPORT CUresult cuGraphInstantiate(CUgraphExec *exec, CUgraph g,
+                                   CUgraphNode *error_node, char *log,
+                                   size_t log_size)
+{
+    return cuGraphInstantiate_v2(exec, g, error_node, log, log_size);
 }
 
 static CUresult upload(CUgraphExec exec)

@@ -138,6 +138,7 @@ static const struct entry table[] = {
     PT("cuGraphLaunch", 10000, cuGraphLaunch_ptsz),
     E("cuGraphCreate", 10000, cuGraphCreate),
     E("cuGraphAddKernelNode", 12000, cuGraphAddKernelNode_v2),
+    E("cuGraphInstantiate", 10000, cuGraphInstantiate),
     E("cuGraphInstantiate", 11000, cuGraphInstantiate_v2),
     E("cuGraphInstantiate", 12000, cuGraphInstantiateWithFlags),
     E("cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags),

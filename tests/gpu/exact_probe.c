@@ -7,6 +7,12 @@
  *   exact_probe ctx N            N contexts with cuCtxCreate
  *   exact_probe module CUBIN MIB load CUBIN (static __device__ data), then
  *                                cuMemAlloc MIB
+ *   exact_probe graph GMIB MIB [free]
+ *                                launch a graph with one allocation node of
+ *                                GMIB and no free node (its memory comes
+ *                                from the graph pool); with "free", free it
+ *                                (it stays in the pool's cache); then
+ *                                cuMemAlloc MIB (0: none)
  */
 #include <cuda.h>
 #include <stdio.h>
@@ -84,6 +90,45 @@ static int module_then_alloc(const char *cubin, unsigned long long mib)
     return 0;
 }
 
+static int graph_then_alloc(unsigned long long gmib, unsigned long long mib,
+                            int free_it)
+{
+    if (primary_context())
+        return 1;
+    CUgraph g;
+    CUgraphNode node;
+    CUgraphExec exec;
+    CUDA_MEM_ALLOC_NODE_PARAMS params;
+    memset(&params, 0, sizeof params);
+    params.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    params.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    params.poolProps.location.id = 0;
+    params.bytesize = gmib * MiB;
+    CUresult rc;
+    if ((rc = cuGraphCreate(&g, 0)) ||
+        (rc = cuGraphAddMemAllocNode(&node, g, NULL, 0, &params)) ||
+        (rc = cuGraphInstantiate(&exec, g, 0))) {
+        printf("graph_build_error %d\n", (int)rc);
+        return 1;
+    }
+    CUresult rl = cuGraphLaunch(exec, NULL);
+    CUresult rs = cuCtxSynchronize();
+    CUresult rf = CUDA_SUCCESS;
+    if (rl == CUDA_SUCCESS && free_it) {
+        rf = cuMemFreeAsync(params.dptr, NULL);
+        cuCtxSynchronize();
+    }
+    cuuint64_t reserved = 0;
+    cuDeviceGetGraphMemAttribute(0, CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT, &reserved);
+    CUdeviceptr p;
+    CUresult ra = mib ? cuMemAlloc(&p, mib * MiB) : CUDA_SUCCESS;
+    printf("graph_launch_error %d\ngraph_sync_error %d\ngraph_free_error %d\n"
+           "graph_reserved_mib %llu\ngraph_alloc_error %d\n", (int)rl, (int)rs,
+           (int)rf, (unsigned long long)(reserved / MiB), (int)ra);
+    hold();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "race") == 0)
@@ -92,6 +137,10 @@ int main(int argc, char **argv)
         return contexts(atoi(argv[2]));
     if (argc == 4 && strcmp(argv[1], "module") == 0)
         return module_then_alloc(argv[2], strtoull(argv[3], NULL, 10));
-    fprintf(stderr, "usage: exact_probe race MIB DIR | ctx N | module CUBIN MIB\n");
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "graph") == 0)
+        return graph_then_alloc(strtoull(argv[2], NULL, 10), strtoull(argv[3], NULL, 10),
+                                argc == 5 && strcmp(argv[4], "free") == 0);
+    fprintf(stderr, "usage: exact_probe race MIB DIR | ctx N | module CUBIN MIB | "
+                    "graph GMIB MIB [free]\n");
     return 2;
 }
