@@ -11,9 +11,11 @@
  *  - an allocation that outlives its graph is charged until freed, then its
  *    cache until trimmed;
  *  - a captured cuMemAllocAsync is a memory node: charged at the launch;
+ *  - threads launching graphs together never take the driver past it;
  *  - trim and destruction bring the charge back to zero. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 
 #include "hook_util.h"
 
@@ -171,19 +173,21 @@ static void outlives(CUstream s)
 
 static void captured(CUstream s)
 {
-    CUdeviceptr p;
+    /* Capturing allocates nothing, so it succeeds beside a live plain
+     * allocation; the launch is what does not fit. */
+    CUdeviceptr p, plain;
+    CU_OK(cuMemAlloc_v2(&plain, 512 * MiB));
     CU_OK(cuStreamBeginCapture_v2(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
     CU_OK(cuMemAllocAsync(&p, 768 * MiB, s));
     CU_OK(cuMemFreeAsync(p, s));
     CUgraph g;
     CU_OK(cuStreamEndCapture(s, &g));
-    CHECK(fakegpu_process_used(0) == 0 && region_used(0) == 0,
-          "capturing allocates nothing");
+    CHECK(fakegpu_process_used(0) == 512 * MiB && region_used(0) == 512 * MiB,
+          "capturing allocates nothing: %llu MiB charged",
+          (unsigned long long)(region_used(0) / MiB));
     CUgraphExec exec;
     CU_OK(cuGraphInstantiateWithFlags(&exec, g, 0));
     CU_OK(cuGraphDestroy(g));
-    CUdeviceptr plain;
-    CU_OK(cuMemAlloc_v2(&plain, 512 * MiB));
     CHECK(cuGraphLaunch(exec, s) == CUDA_ERROR_OUT_OF_MEMORY, "captured graph refused");
     CU_OK(cuMemFree_v2(plain));
     CU_OK(cuGraphLaunch(exec, s));
@@ -199,6 +203,48 @@ static void captured(CUstream s)
     CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
 }
 
+/* Threads launching graphs of their own together: the driver never holds
+ * more than the limit. */
+#define THREADS 4
+#define LAUNCHES 100
+
+static void *launcher(void *arg)
+{
+    (void)arg;
+    fakegpu_context(0);
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    CUgraphExec exec = alloc_graph(300 * MiB, true, NULL);
+    int ok = 0;
+    for (int i = 0; i < LAUNCHES; i++) {
+        CUresult rc = cuGraphLaunch(exec, s);
+        CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY, "launch: %d", (int)rc);
+        ok += rc == CUDA_SUCCESS;
+    }
+    CU_OK(cuGraphExecDestroy(exec));
+    CU_OK(cuStreamDestroy_v2(s));
+    return (void *)(intptr_t)ok;
+}
+
+static void threads(void)
+{
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, launcher, NULL) == 0, "thread");
+    int ok = 0;
+    for (int i = 0; i < THREADS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ok += (int)(intptr_t)r;
+    }
+    check_peak("threads");
+    CHECK(ok > 0, "some launches fit");
+    CU_OK(cuDeviceGraphMemTrim(0));
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0,
+          "threads: all returned, %llu MiB charged",
+          (unsigned long long)(region_used(0) / MiB));
+}
+
 int main(void)
 {
     hook_fresh(1, "8g", "1g");
@@ -209,6 +255,7 @@ int main(void)
     cached(s);
     outlives(s);
     captured(s);
+    threads();
     CU_OK(cuStreamDestroy_v2(s));
     printf("hook_graph_mem: ok\n");
     return 0;

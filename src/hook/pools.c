@@ -356,11 +356,28 @@ static CUresult settle_alloc(struct pool *p, uint64_t bytes, CUresult rc,
     return CUDA_ERROR_OUT_OF_MEMORY;
 }
 
+/* A stream being captured into a graph allocates nothing now: the
+ * allocation becomes a memory node of the graph, charged when the graph is
+ * uploaded or launched (graphmem.c). */
+static bool capturing(CUstream s)
+{
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    return REAL(cuStreamIsCapturing) != NULL &&
+           REAL(cuStreamIsCapturing)(s, &status) == CUDA_SUCCESS &&
+           status == CU_STREAM_CAPTURE_STATUS_ACTIVE;
+}
+
 static CUresult pool_alloc(CUdeviceptr *dptr, size_t bytes, CUmemoryPool handle,
                            int dev, CUstream s, alloc_fn call, free_fn release)
 {
     struct charge c;
     struct pool *p = NULL;
+    if (!charge_nested() && capturing(s)) {
+        charge_begin(&c, -1, 0, VGPU_CHARGE_DATA); /* only enters the driver */
+        CUresult rc = call(dptr, bytes, handle, s);
+        charge_end(&c, false, SPACE_NONE, 0);
+        return rc;
+    }
     if (!charge_nested() && dptr != NULL && bytes > 0 && handle != NULL)
         p = known(handle, dev);
     if (p == NULL) {
