@@ -79,9 +79,15 @@ static void ctx_stop(struct fg_ctx *c)
     c->live = 0;
 }
 
+/* Acquire: pairs with cuInit's release (threads may call cuInit again). */
+static bool is_initialized(void)
+{
+    return __atomic_load_n(&initialized, __ATOMIC_ACQUIRE);
+}
+
 static CUresult need_device(CUdevice dev)
 {
-    if (!initialized)
+    if (!is_initialized())
         return CUDA_ERROR_NOT_INITIALIZED;
     return fg_physical(dev) < 0 ? CUDA_ERROR_INVALID_DEVICE : CUDA_SUCCESS;
 }
@@ -93,7 +99,7 @@ CUresult fg_need_device(int dev)
 
 static CUresult need_context(struct fg_ctx **out)
 {
-    if (!initialized)
+    if (!is_initialized())
         return CUDA_ERROR_NOT_INITIALIZED;
     *out = current();
     return *out ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
@@ -118,7 +124,7 @@ EXPORT CUresult cuDriverGetVersion(int *version)
 
 EXPORT CUresult cuDeviceGetCount(int *count)
 {
-    if (!initialized)
+    if (!is_initialized())
         return CUDA_ERROR_NOT_INITIALIZED;
     *count = fg_visible_count();
     return CUDA_SUCCESS;
