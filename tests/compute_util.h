@@ -15,7 +15,9 @@
 #define OFF_RECENT_KERNEL 2008904
 #define OFF_LAST_KERNEL_TIME 2008912
 
-enum work { WORK_ASYNC, WORK_SYNC_EACH, WORK_GRAPH };
+/* WORK_CHANGE: asynchronous, the kernels twice as long from the middle of
+ * the window on (the same function, its argument changed). */
+enum work { WORK_ASYNC, WORK_SYNC_EACH, WORK_GRAPH, WORK_CHANGE };
 
 struct tenant {
     int container;       /* region index: processes with one index share it */
@@ -26,7 +28,15 @@ struct tenant {
     uint64_t gpu_ns;     /* out: simulated GPU time its launches took */
     double began;        /* out: when it made its first launch */
     double ended;        /* out: when its last work ended on the device */
+    uint64_t launches;   /* out: launches it made */
+    uint64_t records;    /* out: event records the driver saw */
+    uint64_t event_calls; /* out: event calls of any kind */
 };
+
+/* A tenant to run (its outputs zero). */
+#define TENANT(c, pct, pol, w, us)                                             \
+    ((struct tenant){.container = (c), .cap = (pct), .policy = (pol),          \
+                     .work = (w), .kernel_us = (us)})
 
 struct run {
     double start;        /* all tenants launch from here */
@@ -90,11 +100,20 @@ static inline void tenant_main(struct run *run, int i)
     while (now_seconds() < run->start)
         usleep(100);
     t->began = now_seconds(); /* the budget starts with the first launch */
-    while (now_seconds() < run->start + run->window)
+    double half = run->start + run->window / 2;
+    for (double now = t->began; now < run->start + run->window; now = now_seconds()) {
+        if (t->work == WORK_CHANGE && now >= half) {
+            t->kernel_us *= 2;
+            t->work = WORK_ASYNC;
+        }
         launch_one(t, graph);
+        t->launches++;
+    }
     CU_OK(cuCtxSynchronize());
     t->ended = (double)fakegpu_work_end_ns() / 1e9; /* simulated, not host */
     t->gpu_ns = fakegpu_launched_ns(0);
+    t->records = fakegpu_event_calls(true);
+    t->event_calls = fakegpu_event_calls(false);
     _exit(0);
 }
 

@@ -3,6 +3,7 @@
 #define FAKEGPU_UTIL_H
 
 #include <cuda.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "testutil.h"
@@ -22,6 +23,8 @@ uint64_t fakegpu_process_used(int physical);
 uint64_t fakegpu_launched_ns(int physical);
 uint64_t fakegpu_work_end_ns(void);
 uint64_t fakegpu_device_busy_ns(int physical);
+/* Event calls this process made: records only, or all of them. */
+uint64_t fakegpu_event_calls(bool records_only);
 
 /* Start from a fresh simulated machine: its state file removed, its size
  * and device count set, before the first driver call of this process. */

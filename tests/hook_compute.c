@@ -12,11 +12,29 @@
 
 #define WINDOW 2.0
 
-static void one(const char *name, int cap, enum work work, uint32_t us)
+/* Launches are measured on a sample only (src/hook/gputime.c): over many
+ * launches, at most one in four records events (a measured launch records
+ * two), beside a constant for a key's first launches and aged estimates. */
+static void expect_sampled(const struct tenant *t)
 {
-    struct tenant t = {0, cap, "force", work, us, 0, 0, 0};
+    printf("%llu launches, %llu event records, %llu event calls\n",
+           (unsigned long long)t->launches, (unsigned long long)t->records,
+           (unsigned long long)t->event_calls);
+    CHECK(t->launches >= 1000, "enough launches to see sampling (%llu)",
+          (unsigned long long)t->launches);
+    CHECK(t->records <= t->launches / 4 + 256, "sampled: %llu event records "
+          "for %llu launches", (unsigned long long)t->records,
+          (unsigned long long)t->launches);
+}
+
+static void one(const char *name, int cap, enum work work, uint32_t us,
+                bool many)
+{
+    struct tenant t = TENANT(0, cap, "force", work, us);
     struct run *run = run_tenants(&t, 1, WINDOW);
     expect_share(run, 1, 0, cap);
+    if (many)
+        expect_sampled(&run->t[0]);
     printf("%s: ok\n", name);
 }
 
@@ -24,7 +42,7 @@ static void case_containers(int n, const int *caps)
 {
     struct tenant t[MAX_TENANTS];
     for (int i = 0; i < n; i++)
-        t[i] = (struct tenant){i, caps[i], "force", WORK_ASYNC, 200, 0, 0, 0};
+        t[i] = TENANT(i, caps[i], "force", WORK_ASYNC, 200);
     struct run *run = run_tenants(t, n, WINDOW);
     for (int i = 0; i < n; i++)
         expect_share(run, n, i, caps[i]);
@@ -36,8 +54,7 @@ static void case_processes(void)
 {
     struct tenant t[3];
     for (int i = 0; i < 3; i++)
-        t[i] = (struct tenant){0, 40, "force", i == 1 ? WORK_SYNC_EACH : WORK_ASYNC,
-                               300, 0, 0, 0};
+        t[i] = TENANT(0, 40, "force", i == 1 ? WORK_SYNC_EACH : WORK_ASYNC, 300);
     struct run *run = run_tenants(t, 3, WINDOW);
     expect_share(run, 3, 0, 40);
 }
@@ -46,7 +63,7 @@ static void case_processes(void)
  * utilization_switch set to `on` by the "monitor" before they start. */
 static bool limited_under(const char *policy, int on, double *s)
 {
-    struct tenant t = {0, 30, policy, WORK_ASYNC, 200, 0, 0, 0};
+    struct tenant t = TENANT(0, 30, policy, WORK_ASYNC, 200);
     /* The region exists before the tenant starts: created here, as a first
      * process of the container would, then the monitor's switch written. */
     unlink(container_path(0));
@@ -98,13 +115,16 @@ static void case_policy(void)
 /* No CUDA_DEVICE_SM_LIMIT: nothing measured, nothing held. */
 static void case_nolimit(void)
 {
-    struct tenant t = {0, 0, "force", WORK_ASYNC, 200, 0, 0, 0};
+    struct tenant t = TENANT(0, 0, "force", WORK_ASYNC, 200);
     struct run *run = run_tenants(&t, 1, 0.5);
     uint64_t charged, waited;
     budget_stats(0, &charged, &waited);
     CHECK(run->t[0].gpu_ns > 0, "kernels ran");
     CHECK(charged == 0 && waited == 0, "no limit: charged %llu, held %llu",
           (unsigned long long)charged, (unsigned long long)waited);
+    CHECK(run->t[0].event_calls == 0, "no limit: %llu event calls for %llu "
+          "launches", (unsigned long long)run->t[0].event_calls,
+          (unsigned long long)run->t[0].launches);
     printf("nolimit: ok (share %.1f %%)\n", share(run, 1, 0));
 }
 
@@ -298,7 +318,7 @@ static void case_failclosed(void)
         rmdir(container_path(0));
         unlink(container_path(0));
         CHECK(mkdir(container_path(0), 0700) == 0, "a directory at the path");
-        struct tenant t = {0, 30, "force", WORK_ASYNC, 200, 0, 0, 0};
+        struct tenant t = TENANT(0, 30, "force", WORK_ASYNC, 200);
         struct run *run = run_tenants(&t, 1, 1.0);
         double s = share(run, 1, 0);
         printf("unusable region, %s: share %.1f %% (cap 30 %%)\n",
@@ -315,11 +335,16 @@ int main(int argc, char **argv)
     hook_fresh(1, "8g", NULL);
     const char *c = argc > 1 ? argv[1] : "paths";
     if (strcmp(c, "long") == 0)
-        one("long kernels, synchronized after each", 30, WORK_SYNC_EACH, 2000);
+        one("long kernels, synchronized after each", 30, WORK_SYNC_EACH, 2000,
+            false);
     else if (strcmp(c, "short") == 0)
-        one("short kernels, asynchronous", 30, WORK_ASYNC, 25);
+        one("short kernels, asynchronous", 30, WORK_ASYNC, 25, true);
+    else if (strcmp(c, "tiny") == 0)
+        one("5 us kernels, asynchronous", 30, WORK_ASYNC, 5, true);
+    else if (strcmp(c, "change") == 0)
+        one("kernels twice as long from mid-run", 30, WORK_CHANGE, 50, true);
     else if (strcmp(c, "graph") == 0)
-        one("graph replay", 40, WORK_GRAPH, 50);
+        one("graph replay", 40, WORK_GRAPH, 50, true);
     else if (strcmp(c, "two") == 0)
         case_containers(2, (const int[]){30, 50});
     else if (strcmp(c, "three") == 0)

@@ -42,6 +42,14 @@ struct vgpu_sm_budget {
 uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
                              uint64_t now_ns);
 
+/* The launch path's first look: true when b holds tokens and was refilled
+ * less than VGPU_SM_REFILL_NS before coarse_ns (CLOCK_MONOTONIC_COARSE), so
+ * that a launch may go without a refill (one load of the bucket's line);
+ * false: ask vgpu_sm_budget_wait. Tokens not yet added are added by the
+ * next refill (it counts from the last one): they come late, never lost. */
+#define VGPU_SM_REFILL_NS 1000000ll
+bool vgpu_sm_budget_ready(const struct vgpu_sm_budget *b, uint64_t coarse_ns);
+
 /* Charge ns of GPU time (negative: give back an over-estimate). */
 void vgpu_sm_budget_charge(struct vgpu_sm_budget *b, int64_t ns);
 

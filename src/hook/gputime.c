@@ -1,21 +1,47 @@
-/* What a limited launch used, measured on the device: an event recorded on
- * its stream just before it and one just after; once the second has
- * completed, their elapsed time is the launch's GPU time (a graph's: all of
- * its nodes). On a GPU time-sliced between contexts, the start event is
- * processed when this context runs, right before the launch, so waiting for
- * other containers is not counted; only a launch that straddles a time-slice
- * switch is charged the other context's slice as well (see README).
+/* What limited launches use on the device: each one is charged an estimate
+ * at once, so that work queued asynchronously draws on the budget before it
+ * completes, and a sample of them is measured to keep the estimates true.
  *
- * Each launch is charged an estimate at once (this thread's recent mean on
- * that device), so that work queued asynchronously draws on the budget
- * before it completes, and corrected to the measurement when it is reaped.
- * At most INFLIGHT launches per thread wait to be reaped; one more waits for
- * the oldest. Everything here is per thread: no lock.
+ * Estimates. A launch's GPU time is predicted by what it runs and how big:
+ * the CUfunction with its grid and block sizes, or the CUgraphExec (launch.c
+ * makes that key). Each thread keeps a small direct-mapped table of keys
+ * (KEYS entries; a collision replaces the entry), no lock. A key's estimate
+ * is the median of its last three measurements: one launch that straddles
+ * another context's time slice (or any other outlier) moves it not at all,
+ * a real change in duration (the same function given more work) is
+ * followed after two measurements.
+ *
+ * Sampling. A key's first FIRST launches are measured, then one in EVERY,
+ * and the next one whenever its last measurement is older than MAX_AGE_NS
+ * (so that rare launches of long kernels are measured often enough); the
+ * others cost no driver call here. A measured launch is bracketed by two
+ * events on its stream (start recorded after any hold, so that waiting is
+ * not counted; end right after it); once the end has completed their
+ * elapsed time is its GPU time (a graph's: all of its nodes). The launches
+ * charged the estimate since the key's previous measured one are corrected
+ * with it: each is taken to have used the key's new estimate. So the
+ * container is charged the measured time where measured and a robust mean
+ * elsewhere, and a change of duration is paid for, not only followed.
+ * (One event per measured launch, its start bounded by the stream's
+ * previous event, would count the stream's idle time and other launches.)
+ *
+ * Finished measurements are collected when the next launch is measured;
+ * at most INFLIGHT wait per thread, one more waits for the oldest. On a GPU
+ * time-sliced between contexts the start event is processed when this
+ * context runs, right before the launch, so waiting for other containers is
+ * not counted; a measured launch that straddles a switch is charged the
+ * other context's slice as well (see README), and the median keeps that
+ * out of the estimate.
  *
  * Graph capture: a launch into a capturing stream runs nothing and is left
  * alone. Our event calls run in the relaxed capture mode, so that another
  * thread's capture in global mode (PyTorch's default) neither refuses them
- * nor is invalidated by them. */
+ * nor is invalidated by them.
+ *
+ * Threads and fork: all of this is per thread (no lock); an exiting
+ * thread's estimates go with it, its launches were charged; a fork child
+ * forgets the parent's events (the driver's are not its own), keeps the
+ * estimates. */
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -24,14 +50,34 @@
 #include "hook/real.h"
 #include "vgpu/config.h"
 
-#define INFLIGHT 64
+#define INFLIGHT 32
 #define SPARES (2 * INFLIGHT)
+#define KEYS 256                   /* power of two */
+#define FIRST 2                    /* a new key's launches measured */
+#define EVERY 64                   /* then one in this many */
+#define MAX_AGE_NS 20000000ull     /* or one when the last is older */
+
+struct estimate {
+    uintptr_t key;          /* 0: empty */
+    int dev;
+    uint32_t taken;         /* launches measured (saturates at FIRST) */
+    uint32_t countdown;     /* launches until the next measured one */
+    uint32_t samples;       /* measurements in sample[] (up to 3) */
+    int64_t sample[3];      /* the last three, newest at [0] */
+    int64_t ns;             /* the estimate; 0 until the first measurement */
+    uint32_t covered;       /* launches charged since the last measured one */
+    int64_t covered_ns;     /* what they were charged */
+    uint64_t measured_at;   /* coarse ns: when the last measured one was taken */
+};
 
 struct inflight {
     CUevent start, end;
     CUcontext ctx;
-    int dev;
-    int64_t charged; /* the estimate charged at launch */
+    int dev, slot;
+    uintptr_t key;
+    int64_t charged;        /* the estimate it was charged */
+    uint32_t covered;       /* the launches before it that it corrects */
+    int64_t covered_ns;
 };
 
 struct spare {
@@ -45,7 +91,8 @@ struct thread_state {
     struct inflight ring[INFLIGHT];
     int spares;
     struct spare spare[SPARES];
-    int64_t estimate[VGPU_MAX_DEVICES];
+    int64_t fallback[VGPU_MAX_DEVICES]; /* a new key's estimate: the last measured */
+    struct estimate table[KEYS];
 };
 
 static __thread struct thread_state *self;
@@ -129,17 +176,48 @@ static CUresult elapsed_ms(float *ms, CUevent a, CUevent b)
     return CUDA_ERROR_NOT_SUPPORTED;
 }
 
+static int64_t median3(int64_t a, int64_t b, int64_t c)
+{
+    if (a > b) {
+        int64_t t = a;
+        a = b;
+        b = t;
+    }
+    return c < a ? a : c > b ? b : c;
+}
+
+/* A measurement of key's launch: the new estimate. */
+static int64_t learn(struct estimate *k, int64_t ns)
+{
+    k->sample[2] = k->sample[1];
+    k->sample[1] = k->sample[0];
+    k->sample[0] = ns;
+    if (k->samples < 3)
+        k->samples++;
+    if (k->samples == 1)
+        k->ns = ns;
+    else if (k->samples == 2) /* outliers are long (time slices): the shorter */
+        k->ns = ns < k->sample[1] ? ns : k->sample[1];
+    else
+        k->ns = median3(k->sample[0], k->sample[1], k->sample[2]);
+    return k->ns;
+}
+
 static void settle(struct thread_state *s, struct inflight *e, bool done)
 {
     float ms = 0;
     if (done && elapsed_ms(&ms, e->start, e->end) == CUDA_SUCCESS && ms >= 0) {
         int64_t ns = (int64_t)((double)ms * 1e6);
-        limiter_charge(e->dev, ns - e->charged);
-        limiter_measured(e->dev, (uint64_t)ns);
-        int64_t *est = &s->estimate[e->dev];
-        /* The first measurement as it is, then a short memory: kernels
-         * change. */
-        *est = *est == 0 ? ns : *est + (ns - *est) / 4;
+        struct estimate *k = &s->table[e->slot];
+        int64_t each = ns;
+        if (k->key == e->key && k->dev == e->dev)
+            each = learn(k, ns);
+        /* This launch as measured, the ones it covers at the estimate. */
+        int64_t owed = ns - e->charged +
+                       each * (int64_t)e->covered - e->covered_ns;
+        limiter_charge(e->dev, owed);
+        limiter_measured(e->dev, (uint64_t)ns + (uint64_t)each * e->covered);
+        s->fallback[e->dev] = each;
     }
     give_event(s, e->start, e->ctx);
     give_event(s, e->end, e->ctx);
@@ -186,9 +264,23 @@ static void restore(CUstreamCaptureMode mode)
         REAL(cuThreadExchangeStreamCaptureMode)(&mode);
 }
 
+/* t's entry in the table, made afresh for a new key. */
+static struct estimate *entry(struct thread_state *s, struct launch_ticket *t)
+{
+    uint64_t h = (uint64_t)t->key * 0x9E3779B97F4A7C15ull;
+    t->slot = (int)(h >> 56) & (KEYS - 1);
+    struct estimate *k = &s->table[t->slot];
+    if (k->key != t->key || k->dev != t->dev)
+        *k = (struct estimate){.key = t->key, .dev = t->dev,
+                               .ns = s->fallback[t->dev]};
+    return k;
+}
+
 bool gputime_prepare(struct launch_ticket *t)
 {
     t->state = TICKET_ESTIMATED;
+    t->slot = -1;
+    t->charge = 0;
     struct thread_state *s = state();
     if (s == NULL || !usable())
         return true;
@@ -200,6 +292,19 @@ bool gputime_prepare(struct launch_ticket *t)
         t->state = TICKET_CAPTURE;
         return false;
     }
+    struct estimate *k = entry(s, t);
+    t->charge = k->ns;
+    bool measure = k->taken < FIRST || k->countdown == 0 ||
+                   t->now - k->measured_at > MAX_AGE_NS;
+    if (!measure) {
+        k->countdown--;
+        return true;
+    }
+    if (k->taken < FIRST)
+        k->taken++;
+    k->countdown = EVERY - 1;
+    k->measured_at = t->now;
+    t->state = TICKET_SAMPLE;
     CUstreamCaptureMode mode = relaxed();
     reap(s, s->count == INFLIGHT);
     restore(mode);
@@ -209,41 +314,73 @@ bool gputime_prepare(struct launch_ticket *t)
 void gputime_start(struct launch_ticket *t)
 {
     struct thread_state *s = state();
-    if (t->state != TICKET_ESTIMATED || s == NULL || !usable() ||
-        REAL(cuCtxGetCurrent)(&t->ctx) != CUDA_SUCCESS)
+    if (t->state != TICKET_SAMPLE || s == NULL ||
+        REAL(cuCtxGetCurrent)(&t->ctx) != CUDA_SUCCESS) {
+        if (t->state == TICKET_SAMPLE)
+            t->state = TICKET_ESTIMATED;
         return;
+    }
     CUstreamCaptureMode mode = relaxed();
     t->start = take_event(s, t->ctx);
     if (t->start != NULL && REAL(cuEventRecord)(t->start, t->stream) == CUDA_SUCCESS)
         t->state = TICKET_MEASURED;
-    else if (t->start != NULL && REAL(cuEventDestroy_v2))
-        REAL(cuEventDestroy_v2)(t->start);
+    else {
+        t->state = TICKET_ESTIMATED;
+        if (t->start != NULL && REAL(cuEventDestroy_v2))
+            REAL(cuEventDestroy_v2)(t->start);
+    }
     restore(mode);
+}
+
+/* A launch charged the estimate: its measured successor corrects it. */
+static void cover(struct thread_state *s, struct launch_ticket *t)
+{
+    struct estimate *k = t->slot >= 0 ? &s->table[t->slot] : NULL;
+    if (k != NULL && k->key == t->key && k->dev == t->dev) {
+        k->covered++;
+        k->covered_ns += t->charge;
+    }
 }
 
 void gputime_end(struct launch_ticket *t, bool launched)
 {
-    struct thread_state *s = state();
-    if (t->state == TICKET_FREE || t->state == TICKET_CAPTURE || s == NULL)
+    if (t->state == TICKET_FREE || t->state == TICKET_CAPTURE)
         return;
-    int64_t estimate = s->estimate[t->dev];
-    if (t->state == TICKET_ESTIMATED) {
-        if (launched)
-            limiter_charge(t->dev, estimate);
+    struct thread_state *s = state();
+    if (s == NULL)
+        return;
+    if (t->state != TICKET_MEASURED) {
+        if (launched) {
+            limiter_charge(t->dev, t->charge);
+            cover(s, t);
+        }
         return;
     }
-    limiter_charge(t->dev, launched ? estimate : 0);
+    /* The end event first, right behind the launch. */
     CUstreamCaptureMode mode = relaxed();
     CUevent end = launched ? take_event(s, t->ctx) : NULL;
-    if (end == NULL || REAL(cuEventRecord)(end, t->stream) != CUDA_SUCCESS) {
+    bool recorded = end != NULL && REAL(cuEventRecord)(end, t->stream) == CUDA_SUCCESS;
+    if (launched)
+        limiter_charge(t->dev, t->charge);
+    if (!recorded) {
         give_event(s, t->start, t->ctx);
         if (end != NULL && REAL(cuEventDestroy_v2))
             REAL(cuEventDestroy_v2)(end);
+        if (launched)
+            cover(s, t);
     } else {
         if (s->count == INFLIGHT)
             reap(s, true);
-        unsigned tail = (s->head + s->count) % INFLIGHT;
-        s->ring[tail] = (struct inflight){t->start, end, t->ctx, t->dev, estimate};
+        struct estimate *k = &s->table[t->slot];
+        struct inflight e = {t->start, end, t->ctx, t->dev, t->slot, t->key,
+                             t->charge, 0, 0};
+        if (k->key == t->key && k->dev == t->dev) {
+            e.covered = k->covered;
+            e.covered_ns = k->covered_ns;
+            k->covered = 0;
+            k->covered_ns = 0;
+        }
+        s->ring[(s->head + s->count) % INFLIGHT] = e;
         s->count++;
     }
     restore(mode);

@@ -4,11 +4,24 @@
  *     (recent_kernel = 2, last_kernel_time), as HAMi-core does;
  *  2. when its GPU has a compute limit (CUDA_DEVICE_SM_LIMIT, under
  *     GPU_CORE_UTILIZATION_POLICY): held while the container's budget for
- *     that GPU is in debt, then measured on the device and charged
- *     (gputime.c, the budget itself in src/region/sm_budget.c).
+ *     that GPU is in debt, then charged an estimate of its GPU time, kept
+ *     true by measuring a sample of launches on the device (gputime.c, the
+ *     budget itself in src/region/sm_budget.c).
  * Nothing is taken on this path but atomics on the region and driver calls.
  * Without a region (the file unusable) a configured limit still holds, on
- * this process alone (fail closed). */
+ * this process alone (fail closed).
+ *
+ * Cost. What step 1 and the caps depend on (the region's sm_limit and
+ * utilization_switch, the policy, recent_kernel) is read at most every
+ * GATE_NS by whichever launch comes first, and cached in `gate`: with no
+ * limit set, a launch costs a coarse clock read and two loads. So the
+ * monitor's hold takes effect within GATE_NS, last_kernel_time is stamped
+ * at that granularity (the monitor reads seconds, recent_kernel is
+ * decremented every 5 s), and a cap written into the region applies within
+ * GATE_NS. A limited launch adds cuCtxGetDevice, cuStreamIsCapturing, a
+ * look at the budget (refilled at most every VGPU_SM_REFILL_NS unless it
+ * is empty) and its charge; the event calls of a measured launch are made
+ * for one launch in many (gputime.c). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
@@ -26,6 +39,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define HOLD_SLICE_NS 20000000ull   /* re-read cap and policy this often */
+#define GATE_NS 10000000ull         /* re-read the region's flags this often */
 #define MONITOR_POLL_NS 10000000ull /* recent_kernel < 0: look again */
 #define UTIL_WINDOW_NS 1000000000ull
 
@@ -33,11 +47,18 @@ static struct {
     bool off;                      /* CUDA_DISABLE_CONTROL=true */
     enum vgpu_core_policy policy;
     uint32_t env_pct[VGPU_MAX_DEVICES];
-    bool env_any;
 } cfg;
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 /* The budget of a process with no region: itself alone. */
 static struct vgpu_sm_budget alone[VGPU_MAX_DEVICES];
+
+/* What launches obey, as last read (see the header). Written by any
+ * thread's refresh, read by every launch. */
+static struct {
+    uint64_t until;                  /* coarse ns until which it stands */
+    uint32_t cap[VGPU_MAX_DEVICES];  /* percent; 0: not limited */
+    bool limited;                    /* some cap is set */
+} gate;
 
 static void read_config(void)
 {
@@ -45,8 +66,6 @@ static void read_config(void)
     cfg.off = off != NULL && strcmp(off, "true") == 0;
     cfg.policy = vgpu_config_core_policy();
     vgpu_config_sm_limits(cfg.env_pct);
-    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
-        cfg.env_any |= cfg.env_pct[d] != 0;
 }
 
 static void sleep_ns(uint64_t ns)
@@ -68,24 +87,13 @@ static uint32_t cap_of(struct vgpu_region *r, int dev)
     return vgpu_region_sm_limit(r, dev);
 }
 
-static bool any_cap(struct vgpu_region *r)
-{
-    if (cfg.policy == VGPU_CORE_DISABLE)
-        return false;
-    if (r == NULL)
-        return cfg.env_any;
-    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
-        if (vgpu_region_sm_limit(r, d) != 0)
-            return true;
-    return false;
-}
-
 static struct vgpu_sm_budget *budget_of(struct vgpu_region *r, int dev)
 {
     if (r != NULL)
         return vgpu_region_sm_budget(r, dev);
     static int said;
-    if (!atomic_xchg(&said, 1, RELAXED)) /* relaxed: only picks who logs */
+    /* Relaxed: only picks who logs; the load keeps launches from writing. */
+    if (!atomic_load_n(&said, RELAXED) && !atomic_xchg(&said, 1, RELAXED))
         log_warn("no region: the compute limit (CUDA_DEVICE_SM_LIMIT) is "
                  "enforced on this process alone");
     return &alone[dev];
@@ -100,9 +108,38 @@ static void monitor_gate(struct vgpu_region *r)
     vgpu_region_kernel_ran(r, (int64_t)time(NULL));
 }
 
-/* Hold until dev's budget may be drawn on. */
-static void budget_gate(struct vgpu_region *r, int dev)
+/* Read what launches obey, after any hold of the monitor's; `gate` stands
+ * until GATE_NS from now. */
+static void refresh(uint64_t now)
 {
+    pthread_once(&cfg_once, read_config);
+    if (cfg.off) {
+        atomic_store_n(&gate.limited, false, RELAXED);
+        atomic_store_n(&gate.until, UINT64_MAX, RELEASE); /* see below */
+        return;
+    }
+    struct vgpu_region *r = account_region();
+    if (r != NULL) {
+        monitor_gate(r);
+        now = clock_ns(CLOCK_MONOTONIC_COARSE); /* after any hold */
+    }
+    bool any = false;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        uint32_t pct = cap_of(r, d);
+        atomic_store_n(&gate.cap[d], pct, RELAXED);
+        any |= pct != 0;
+    }
+    atomic_store_n(&gate.limited, any, RELAXED);
+    /* Release: a launch that reads this `until` (acquire, in enter) reads
+     * the caps stored above, or newer ones. */
+    atomic_store_n(&gate.until, now + GATE_NS, RELEASE);
+}
+
+/* Hold until dev's budget may be drawn on. */
+static void budget_gate(struct vgpu_region *r, int dev, uint64_t now)
+{
+    if (vgpu_sm_budget_ready(budget_of(r, dev), now))
+        return;
     for (;;) {
         uint32_t pct = cap_of(r, dev);
         struct vgpu_sm_budget *b = budget_of(r, dev);
@@ -116,26 +153,27 @@ static void budget_gate(struct vgpu_region *r, int dev)
     }
 }
 
-static void enter(struct launch_ticket *t, CUstream stream)
+static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key)
 {
-    memset(t, 0, sizeof *t);
-    t->stream = stream;
-    pthread_once(&cfg_once, read_config);
-    if (cfg.off)
-        return;
-    struct vgpu_region *r = account_region();
-    if (r != NULL)
-        monitor_gate(r);
-    if (!any_cap(r))
+    t->state = TICKET_FREE;
+    uint64_t now = clock_ns(CLOCK_MONOTONIC_COARSE);
+    /* Acquire: pairs with the release in refresh(). */
+    if (now >= atomic_load_n(&gate.until, ACQUIRE))
+        refresh(now);
+    if (!atomic_load_n(&gate.limited, RELAXED))
         return;
     CUdevice dev;
     if (REAL(cuCtxGetDevice) == NULL || REAL(cuCtxGetDevice)(&dev) != CUDA_SUCCESS ||
-        cap_of(r, dev) == 0)
+        dev < 0 || dev >= VGPU_MAX_DEVICES ||
+        atomic_load_n(&gate.cap[dev], RELAXED) == 0)
         return;
     t->dev = dev;
-    if (!gputime_prepare(t)) /* also charges what finished, before deciding */
+    t->stream = stream;
+    t->key = key;
+    t->now = now;
+    if (!gputime_prepare(t)) /* when it measures, charges what finished first */
         return;
-    budget_gate(r, dev);
+    budget_gate(account_region(), dev, now);
     gputime_start(t);
 }
 
@@ -168,11 +206,33 @@ void limiter_measured(int dev, uint64_t ns)
                                 used * 100 / (now - since));
 }
 
+/* What predicts a launch's GPU time: the function and its sizes, or the
+ * graph (gputime.c keys its estimates by it; never 0). */
+static uintptr_t kernel_key(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                            unsigned bx, unsigned by, unsigned bz)
+{
+    uint64_t grid = (uint64_t)gx * gy * gz, block = (uint64_t)bx * by * bz;
+    uint64_t k = (uint64_t)(uintptr_t)f ^ (grid * 0xC2B2AE3D27D4EB4Full) ^
+                 (block * 0x165667B19E3779F9ull);
+    return (uintptr_t)(k | 1);
+}
+
+static uintptr_t config_key(const CUlaunchConfig *c, CUfunction f)
+{
+    return kernel_key(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX,
+                      c->blockDimY, c->blockDimZ);
+}
+
+static uintptr_t graph_key(CUgraphExec g)
+{
+    return (uintptr_t)g * 2 + 2; /* apart from kernel keys, which are odd */
+}
+
 /* The body of every launch hook: `stream` as the driver will read it. */
-#define LIMITED(stream, call)                                                  \
+#define LIMITED(stream, key, call)                                             \
     do {                                                                       \
         struct launch_ticket t_;                                               \
-        enter(&t_, (stream));                                                  \
+        enter(&t_, (stream), (key));                                           \
         CUresult rc_ = (call);                                                 \
         gputime_end(&t_, rc_ == CUDA_SUCCESS);                                 \
         return rc_;                                                            \
@@ -191,7 +251,8 @@ EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy,
                                void **extra)
 {
     NEED(cuLaunchKernel);
-    LIMITED(s, REAL(cuLaunchKernel)(f, gx, gy, gz, bx, by, bz, shmem, s,
+    LIMITED(s, kernel_key(f, gx, gy, gz, bx, by, bz),
+            REAL(cuLaunchKernel)(f, gx, gy, gz, bx, by, bz, shmem, s,
                                     params, extra));
 }
 
@@ -202,8 +263,9 @@ EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx,
                                     CUstream s, void **params, void **extra)
 {
     NEED(cuLaunchKernel_ptsz);
-    LIMITED(per_thread(s), REAL(cuLaunchKernel_ptsz)(f, gx, gy, gz, bx, by, bz,
-                                                     shmem, s, params, extra));
+    LIMITED(per_thread(s), kernel_key(f, gx, gy, gz, bx, by, bz),
+            REAL(cuLaunchKernel_ptsz)(f, gx, gy, gz, bx, by, bz, shmem, s,
+                                      params, extra));
 }
 
 EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f,
@@ -212,7 +274,8 @@ EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f,
     NEED(cuLaunchKernelEx);
     if (config == NULL)
         return REAL(cuLaunchKernelEx)(config, f, params, extra);
-    LIMITED(config->hStream, REAL(cuLaunchKernelEx)(config, f, params, extra));
+    LIMITED(config->hStream, config_key(config, f),
+            REAL(cuLaunchKernelEx)(config, f, params, extra));
 }
 
 EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config,
@@ -221,7 +284,7 @@ EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config,
     NEED(cuLaunchKernelEx_ptsz);
     if (config == NULL)
         return REAL(cuLaunchKernelEx_ptsz)(config, f, params, extra);
-    LIMITED(per_thread(config->hStream),
+    LIMITED(per_thread(config->hStream), config_key(config, f),
             REAL(cuLaunchKernelEx_ptsz)(config, f, params, extra));
 }
 
@@ -232,8 +295,9 @@ EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx,
                                           CUstream s, void **params)
 {
     NEED(cuLaunchCooperativeKernel);
-    LIMITED(s, REAL(cuLaunchCooperativeKernel)(f, gx, gy, gz, bx, by, bz,
-                                               shmem, s, params));
+    LIMITED(s, kernel_key(f, gx, gy, gz, bx, by, bz),
+            REAL(cuLaunchCooperativeKernel)(f, gx, gy, gz, bx, by, bz, shmem,
+                                            s, params));
 }
 
 EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
@@ -244,18 +308,20 @@ EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
                                                void **params)
 {
     NEED(cuLaunchCooperativeKernel_ptsz);
-    LIMITED(per_thread(s), REAL(cuLaunchCooperativeKernel_ptsz)(
-                               f, gx, gy, gz, bx, by, bz, shmem, s, params));
+    LIMITED(per_thread(s), kernel_key(f, gx, gy, gz, bx, by, bz),
+            REAL(cuLaunchCooperativeKernel_ptsz)(f, gx, gy, gz, bx, by, bz,
+                                                 shmem, s, params));
 }
 
 EXPORT CUresult cuGraphLaunch(CUgraphExec exec, CUstream s)
 {
     NEED(cuGraphLaunch);
-    LIMITED(s, graphmem_launch(exec, s, REAL(cuGraphLaunch)));
+    LIMITED(s, graph_key(exec), graphmem_launch(exec, s, REAL(cuGraphLaunch)));
 }
 
 EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s)
 {
     NEED(cuGraphLaunch_ptsz);
-    LIMITED(per_thread(s), graphmem_launch(exec, s, REAL(cuGraphLaunch_ptsz)));
+    LIMITED(per_thread(s), graph_key(exec),
+            graphmem_launch(exec, s, REAL(cuGraphLaunch_ptsz)));
 }

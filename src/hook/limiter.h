@@ -1,6 +1,7 @@
 /* The compute limit in the hooks. launch.c decides whether a launch is
  * limited and holds it while the container's budget is in debt; gputime.c
- * measures on the device what each launch used and charges it. */
+ * charges it an estimate of its GPU time, measured on the device for a
+ * sample of launches. */
 #ifndef VGPU_HOOK_LIMITER_H
 #define VGPU_HOOK_LIMITER_H
 
@@ -12,23 +13,29 @@
 enum ticket_state {
     TICKET_FREE,       /* not limited: nothing to measure or charge */
     TICKET_CAPTURE,    /* the stream is capturing a graph: nothing runs */
-    TICKET_ESTIMATED,  /* limited, but not measurable: charge the estimate */
-    TICKET_MEASURED,   /* limited, start event recorded */
+    TICKET_ESTIMATED,  /* limited: charge the estimate */
+    TICKET_SAMPLE,     /* limited and chosen to be measured */
+    TICKET_MEASURED,   /* chosen, and its start event recorded */
 };
 
 struct launch_ticket {
     enum ticket_state state;
     int dev;
     CUstream stream;   /* the stream as the driver reads it (ptsz resolved) */
+    uintptr_t key;     /* what predicts its GPU time (launch.c: launch_key) */
+    uint64_t now;      /* CLOCK_MONOTONIC_COARSE ns at entry */
+    int slot;          /* its estimate in this thread's table */
+    int64_t charge;    /* the estimate it is charged */
     CUcontext ctx;
     CUevent start;
 };
 
 /* gputime.c, for a limited launch: false if its stream is capturing a
- * graph (nothing runs: the launch passes untouched); else settle this
- * thread's launches that finished (waiting for the oldest when the ring is
- * full). Then, after any hold, record its start (state ESTIMATED or
- * MEASURED). */
+ * graph (nothing runs: the launch passes untouched); else picks the
+ * estimate and whether to measure this launch, and when it does, settles
+ * this thread's measured launches that finished (waiting for the oldest
+ * when too many are in flight). Then, after any hold, gputime_start records
+ * the start of a measured launch. */
 bool gputime_prepare(struct launch_ticket *t);
 void gputime_start(struct launch_ticket *t);
 /* After the driver call: launched says whether it accepted the launch. */

@@ -67,6 +67,16 @@ uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
     return (((uint64_t)(-tokens) + 1) * 100 + pct - 1) / pct;
 }
 
+bool vgpu_sm_budget_ready(const struct vgpu_sm_budget *b, uint64_t coarse_ns)
+{
+    if (b == NULL || atomic_load_n(&b->tokens, RELAXED) <= 0)
+        return false;
+    /* Signed: the coarse clock lags the precise one refills are stamped
+     * with by up to a tick. */
+    int64_t since = (int64_t)(coarse_ns - atomic_load_n(&b->refilled_at, RELAXED));
+    return since < VGPU_SM_REFILL_NS;
+}
+
 void vgpu_sm_budget_charge(struct vgpu_sm_budget *b, int64_t ns)
 {
     if (b == NULL || ns == 0)

@@ -10,15 +10,23 @@
  *
  * A launch's duration: kernelParams[0], when given, points to a uint32_t of
  * microseconds (the simulated kernel's one argument); otherwise
- * FAKEGPU_KERNEL_US (default 100). A graph takes the sum of its kernel
- * nodes; its memory nodes take memory from the graph pool (graphmem.c).
- * Events take the time at which their stream reaches them; an event
- * right behind work takes that work's end; an event recorded on a new
- * stream, or after another event, belongs with the next work on the stream
- * and takes its start (contexts take turns between launches: a turn ends
- * with the first event after a kernel), or its recording time if it is
- * observed before more work comes. Synchronization sleeps until the work is
- * done; a launch waits while its stream holds more than QUEUE_NS of work. */
+ * FAKEGPU_KERNEL_NS, or FAKEGPU_KERNEL_US (default 100), read once. A graph
+ * takes the sum of its kernel nodes; its memory nodes take memory from the
+ * graph pool (graphmem.c). Events take the time at which their
+ * stream reaches them. An event that the launching thread records right
+ * after a launch on the stream, with no other call of this file between,
+ * takes that launch's end (the simulated host submits the two together,
+ * however late this machine's host gets to the second; only calls that
+ * touch streams count as between: a query, a synchronization, a record,
+ * cuStreamIsCapturing). Any other event belongs with the next work on the
+ * stream and takes its start (contexts take turns between launches: a turn
+ * ends with the first event after a kernel), or its recording time if it
+ * is observed before more work comes.
+ * Synchronization sleeps until the work is done; a launch waits while its
+ * stream holds more than QUEUE_NS of work.
+ *
+ * The event calls a process makes are counted (fakegpu_event_calls), so
+ * that tests can see how many driver calls a launch costs. */
 #define _GNU_SOURCE
 #include <cuda.h>
 #include <pthread.h>
@@ -66,6 +74,18 @@ struct queue;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct queue queues[MAX_QUEUES];
 static uint64_t launched_ns[FG_MAX_DEVICES]; /* this process's work, ns */
+/* Event calls of this process: records, and all of them (relaxed: counts). */
+static uint64_t event_records, event_calls;
+/* The queue this thread launched on by its last call of this file, if that
+ * call was a launch (see the header: the event right after a launch). */
+static __thread struct queue *just_launched;
+
+static void event_call(bool record)
+{
+    __atomic_add_fetch(&event_calls, 1, __ATOMIC_RELAXED);
+    if (record)
+        __atomic_add_fetch(&event_records, 1, __ATOMIC_RELAXED);
+}
 
 static uint64_t fg_now_ns(void)
 {
@@ -76,6 +96,8 @@ static uint64_t fg_now_ns(void)
 
 static void sleep_until(uint64_t t)
 {
+    if (t == 0)
+        return; /* nothing to wait for: no system call */
     struct timespec ts = {(time_t)(t / 1000000000ull), (long)(t % 1000000000ull)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0)
         ;
@@ -166,6 +188,7 @@ static CUresult run(CUstream s, uint64_t ns)
     }
     if (q->capture != NULL) { /* recorded into the graph, run at its launch */
         q->capture->ns += ns;
+        just_launched = NULL;
         pthread_mutex_unlock(&lock);
         return CUDA_SUCCESS;
     }
@@ -181,6 +204,7 @@ static CUresult run(CUstream s, uint64_t ns)
     q->nwaiting = 0;
     q->events_since_work = 0;
     q->tail = start + ns;
+    just_launched = q;
     uint64_t full = q->tail > now + QUEUE_NS ? q->tail - QUEUE_NS : 0;
     launched_ns[dev] += ns;
     pthread_mutex_unlock(&lock);
@@ -190,12 +214,23 @@ static CUresult run(CUstream s, uint64_t ns)
     return CUDA_SUCCESS;
 }
 
+static uint64_t default_ns;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void read_default(void)
+{
+    const char *ns = getenv("FAKEGPU_KERNEL_NS");
+    const char *us = getenv("FAKEGPU_KERNEL_US");
+    default_ns = ns ? strtoull(ns, NULL, 10)
+                    : (us ? strtoull(us, NULL, 10) : 100) * 1000;
+}
+
 static uint64_t kernel_ns(void **params)
 {
     if (params != NULL && params[0] != NULL)
         return (uint64_t)*(const uint32_t *)params[0] * 1000;
-    const char *env = getenv("FAKEGPU_KERNEL_US");
-    return (env ? strtoull(env, NULL, 10) : 100) * 1000;
+    pthread_once(&default_once, read_default);
+    return default_ns;
 }
 
 /* ---- Launches ---- */
@@ -600,6 +635,7 @@ bool fg_exec_capture_free(void *s, uint64_t dptr)
 
 EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status)
 {
+    just_launched = NULL;
     if (status == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&lock);
@@ -631,6 +667,7 @@ EXPORT CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
 EXPORT CUresult cuEventCreate(CUevent *e, unsigned int flags)
 {
     (void)flags;
+    event_call(false);
     if (e == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     *e = (CUevent)calloc(1, sizeof(struct fg_event));
@@ -640,6 +677,9 @@ EXPORT CUresult cuEventCreate(CUevent *e, unsigned int flags)
 EXPORT CUresult cuEventRecord(CUevent ev, CUstream s)
 {
     struct fg_event *e = (struct fg_event *)ev;
+    struct queue *launched = just_launched;
+    just_launched = NULL;
+    event_call(true);
     if (e == NULL)
         return CUDA_ERROR_INVALID_HANDLE;
     pthread_mutex_lock(&lock);
@@ -647,14 +687,15 @@ EXPORT CUresult cuEventRecord(CUevent ev, CUstream s)
         unwait(e);
     struct queue *q = find_queue(s, true);
     uint64_t now = fg_now_ns();
-    /* Right behind work: that work's end, however late the host records
-     * it (the simulated host submits a launch and the command after it
-     * together), so that shares do not depend on this machine's load. */
-    bool behind = q == NULL || (q->tail != 0 && q->events_since_work == 0);
+    /* Right behind this thread's launch: that work's end, however late the
+     * host records it, so that shares do not depend on this machine's
+     * load. */
+    bool behind = q == NULL ||
+                  (q->tail != 0 && q->events_since_work == 0 && q == launched);
     if (q != NULL)
         q->events_since_work++;
     if (behind) {
-        fix(e, q ? q->tail : now); /* right behind work still queued */
+        fix(e, q ? q->tail : now);
     } else {
         if (q->nwaiting == MAX_WAITING)
             unwait(q->waiting[0]);
@@ -681,6 +722,8 @@ EXPORT CUresult cuEventRecordWithFlags(CUevent e, CUstream s, unsigned int f)
 /* The event's time once fixed; 0 if never recorded. */
 static uint64_t event_time(struct fg_event *e)
 {
+    just_launched = NULL;
+    event_call(false);
     pthread_mutex_lock(&lock);
     if (e->state == 1)
         unwait(e);
@@ -729,6 +772,7 @@ EXPORT CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b)
 EXPORT CUresult cuEventDestroy_v2(CUevent ev)
 {
     struct fg_event *e = (struct fg_event *)ev;
+    event_call(false);
     if (e == NULL)
         return CUDA_ERROR_INVALID_HANDLE;
     pthread_mutex_lock(&lock);
@@ -743,6 +787,7 @@ EXPORT CUresult cuEventDestroy_v2(CUevent ev)
 
 void fg_exec_sync_stream(void *stream)
 {
+    just_launched = NULL;
     pthread_mutex_lock(&lock);
     struct queue *q = find_queue((CUstream)stream, false);
     uint64_t tail = q ? q->tail : 0;
@@ -753,6 +798,7 @@ void fg_exec_sync_stream(void *stream)
 void fg_exec_sync_all(void)
 {
     uint64_t last = 0;
+    just_launched = NULL;
     pthread_mutex_lock(&lock);
     for (int i = 0; i < MAX_QUEUES; i++)
         if (queues[i].key != 0 && queues[i].tail > last)
@@ -799,5 +845,13 @@ EXPORT uint64_t fakegpu_launched_ns(int physical)
 EXPORT uint64_t fakegpu_device_busy_ns(int physical)
 {
     return __atomic_load_n(&fg_state()->timeline[physical].busy_ns,
+                           __ATOMIC_RELAXED);
+}
+
+/* For tests: this process's event calls so far: records only, or all
+ * (create, record, query, synchronize, elapsed time, destroy). */
+EXPORT uint64_t fakegpu_event_calls(bool records_only)
+{
+    return __atomic_load_n(records_only ? &event_records : &event_calls,
                            __ATOMIC_RELAXED);
 }
