@@ -2,7 +2,7 @@
  * cost (scripts/launch-bench.sh runs it with no preload, under libvgpu.so
  * with no limit, and with a compute cap):
  *   launch_bench N   N launches of a kernel that takes FAKEGPU_KERNEL_NS
- *                    on the device, repeated 5 times; prints the best
+ *                    on the device, repeated ROUNDS times; prints the best
  *                    round's ns per launch and the event calls per launch
  *                    the simulated driver saw. */
 #include <cuda.h>
@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#define ROUNDS 11
 
 static double now_ns(void)
 {
@@ -33,7 +35,7 @@ int main(int argc, char **argv)
     CUfunction f = (CUfunction)1; /* any handle: the simulated GPU runs it */
     double best = 1e300;
     uint64_t calls0 = events ? events(false) : 0;
-    for (int round = 0; round < 5; round++) {
+    for (int round = 0; round < ROUNDS; round++) {
         double t0 = now_ns();
         for (long i = 0; i < n; i++)
             if (cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL))
@@ -45,6 +47,6 @@ int main(int argc, char **argv)
     }
     uint64_t calls = events ? events(false) - calls0 : 0;
     printf("%6.0f ns per launch, %llu event calls in %ld launches\n", best,
-           (unsigned long long)calls, 5 * n);
+           (unsigned long long)calls, ROUNDS * n);
     return 0;
 }

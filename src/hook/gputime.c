@@ -54,7 +54,7 @@
 #define SPARES (2 * INFLIGHT)
 #define KEYS 256                   /* power of two */
 #define FIRST 2                    /* a new key's launches measured */
-#define EVERY 64                   /* then one in this many */
+#define EVERY 128                  /* then one in this many */
 #define MAX_AGE_NS 20000000ull     /* or one when the last is older */
 
 struct estimate {
@@ -87,6 +87,7 @@ struct spare {
 
 struct thread_state {
     unsigned fork_gen;
+    bool usable;        /* the driver has what measuring needs */
     unsigned head, count;
     struct inflight ring[INFLIGHT];
     int spares;
@@ -122,6 +123,13 @@ static void make_key(void)
     pthread_atfork(NULL, NULL, after_fork_child);
 }
 
+static bool usable(void)
+{
+    return REAL(cuEventRecord) && REAL(cuEventQuery) &&
+           REAL(cuEventSynchronize) && REAL(cuCtxGetCurrent) &&
+           REAL(cuStreamIsCapturing);
+}
+
 static struct thread_state *state(void)
 {
     unsigned gen = atomic_load_n(&fork_gen, RELAXED); /* see after_fork_child */
@@ -139,6 +147,7 @@ static struct thread_state *state(void)
         self->spares = 0;
     }
     self->fork_gen = gen;
+    self->usable = usable();
     return self;
 }
 
@@ -243,13 +252,6 @@ static void reap(struct thread_state *s, bool wait_oldest)
     }
 }
 
-static bool usable(void)
-{
-    return REAL(cuEventRecord) && REAL(cuEventQuery) &&
-           REAL(cuEventSynchronize) && REAL(cuCtxGetCurrent) &&
-           REAL(cuStreamIsCapturing);
-}
-
 static CUstreamCaptureMode relaxed(void)
 {
     CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
@@ -282,7 +284,7 @@ bool gputime_prepare(struct launch_ticket *t)
     t->slot = -1;
     t->charge = 0;
     struct thread_state *s = state();
-    if (s == NULL || !usable())
+    if (s == NULL || !s->usable)
         return true;
     CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
     CUresult rc = REAL(cuStreamIsCapturing)(t->stream, &capture);

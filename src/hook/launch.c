@@ -11,17 +11,19 @@
  * Without a region (the file unusable) a configured limit still holds, on
  * this process alone (fail closed).
  *
- * Cost. What step 1 and the caps depend on (the region's sm_limit and
- * utilization_switch, the policy, recent_kernel) is read at most every
- * GATE_NS by whichever launch comes first, and cached in `gate`: with no
- * limit set, a launch costs a coarse clock read and two loads. So the
- * monitor's hold takes effect within GATE_NS, last_kernel_time is stamped
- * at that granularity (the monitor reads seconds, recent_kernel is
- * decremented every 5 s), and a cap written into the region applies within
- * GATE_NS. A limited launch adds cuCtxGetDevice, cuStreamIsCapturing, a
- * look at the budget (refilled at most every VGPU_SM_REFILL_NS unless it
- * is empty) and its charge; the event calls of a measured launch are made
- * for one launch in many (gputime.c). */
+ * Cost. What the caps depend on (the region's sm_limit and
+ * utilization_switch, the policy) is read at most every GATE_NS by
+ * whichever launch comes first, and cached in `gate`, as are the marks of
+ * step 1: with no limit set, a launch costs a coarse clock read and three
+ * loads (the gate's time, the monitor's recent_kernel, the gate's
+ * verdict). So the monitor's hold stops the next launch, recent_kernel = 2
+ * and last_kernel_time are written at most every GATE_NS (the monitor
+ * reads seconds and decrements recent_kernel every 5 s), and a cap written
+ * into the region applies within GATE_NS. A limited launch adds
+ * cuCtxGetDevice (not where the driver shows one device),
+ * cuStreamIsCapturing, a look at the budget (refilled at most every
+ * VGPU_SM_REFILL_NS unless it is empty) and its charge; the event calls
+ * of a measured launch are made for one launch in many (gputime.c). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
@@ -56,8 +58,10 @@ static struct vgpu_sm_budget alone[VGPU_MAX_DEVICES];
  * thread's refresh, read by every launch. */
 static struct {
     uint64_t until;                  /* coarse ns until which it stands */
+    struct vgpu_region *region;      /* account_region(), once read */
     uint32_t cap[VGPU_MAX_DEVICES];  /* percent; 0: not limited */
     bool limited;                    /* some cap is set */
+    bool one_device;                 /* the driver shows one: ordinal 0 */
 } gate;
 
 static void read_config(void)
@@ -123,6 +127,7 @@ static void refresh(uint64_t now)
         monitor_gate(r);
         now = clock_ns(CLOCK_MONOTONIC_COARSE); /* after any hold */
     }
+    atomic_store_n(&gate.region, r, RELAXED); /* the same pointer ever after */
     bool any = false;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         uint32_t pct = cap_of(r, d);
@@ -130,6 +135,11 @@ static void refresh(uint64_t now)
         any |= pct != 0;
     }
     atomic_store_n(&gate.limited, any, RELAXED);
+    int count = 0;
+    if (any && REAL(cuDeviceGetCount) != NULL &&
+        REAL(cuDeviceGetCount)(&count) != CUDA_SUCCESS)
+        count = 0;
+    atomic_store_n(&gate.one_device, count == 1, RELAXED);
     /* Release: a launch that reads this `until` (acquire, in enter) reads
      * the caps stored above, or newer ones. */
     atomic_store_n(&gate.until, now + GATE_NS, RELEASE);
@@ -158,14 +168,18 @@ static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key)
     t->state = TICKET_FREE;
     uint64_t now = clock_ns(CLOCK_MONOTONIC_COARSE);
     /* Acquire: pairs with the release in refresh(). */
-    if (now >= atomic_load_n(&gate.until, ACQUIRE))
-        refresh(now);
+    uint64_t until = atomic_load_n(&gate.until, ACQUIRE);
+    struct vgpu_region *r = atomic_load_n(&gate.region, RELAXED);
+    if (now >= until || (r != NULL && vgpu_region_recent_kernel(r) < 0))
+        refresh(now); /* the monitor holds us: at once */
     if (!atomic_load_n(&gate.limited, RELAXED))
         return;
-    CUdevice dev;
-    if (REAL(cuCtxGetDevice) == NULL || REAL(cuCtxGetDevice)(&dev) != CUDA_SUCCESS ||
-        dev < 0 || dev >= VGPU_MAX_DEVICES ||
-        atomic_load_n(&gate.cap[dev], RELAXED) == 0)
+    CUdevice dev = 0; /* with one device, no need to ask */
+    if (!atomic_load_n(&gate.one_device, RELAXED) &&
+        (REAL(cuCtxGetDevice) == NULL || REAL(cuCtxGetDevice)(&dev) != CUDA_SUCCESS ||
+         dev < 0 || dev >= VGPU_MAX_DEVICES))
+        return;
+    if (atomic_load_n(&gate.cap[dev], RELAXED) == 0)
         return;
     t->dev = dev;
     t->stream = stream;
