@@ -56,6 +56,7 @@
 #define FIRST 2                    /* a new key's launches measured */
 #define EVERY 128                  /* then one in this many */
 #define MAX_AGE_NS 20000000ull     /* or one when the last is older */
+#define FLUSH_NS 200000            /* charges kept back per thread, at most */
 
 struct estimate {
     uintptr_t key;          /* 0: empty */
@@ -93,6 +94,7 @@ struct thread_state {
     int spares;
     struct spare spare[SPARES];
     int64_t fallback[VGPU_MAX_DEVICES]; /* a new key's estimate: the last measured */
+    int64_t pending[VGPU_MAX_DEVICES];  /* charged here, not yet on the budget */
     struct estimate table[KEYS];
 };
 
@@ -101,11 +103,35 @@ static unsigned fork_gen;
 static pthread_key_t key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
+/* Charges reach the container's budget in batches of about FLUSH_NS, so
+ * that a launch does not write the bucket's line, which every process of
+ * the container shares: a thread's launches may overrun the budget by at
+ * most FLUSH_NS before it sees (launch.c flushes before it holds). */
+static void charge(struct thread_state *s, int dev, int64_t ns)
+{
+    int64_t *p = &s->pending[dev];
+    *p += ns;
+    if (*p >= FLUSH_NS || *p <= -FLUSH_NS) {
+        limiter_charge(dev, *p);
+        *p = 0;
+    }
+}
+
+static void flush(struct thread_state *s)
+{
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        if (s->pending[d] != 0) {
+            limiter_charge(d, s->pending[d]);
+            s->pending[d] = 0;
+        }
+}
+
 /* The events of an exiting thread are left to the context (they are a few
  * hundred bytes of driver memory, freed with it); its launches were charged
- * their estimates. */
+ * their estimates, and what it kept back is charged now. */
 static void thread_gone(void *p)
 {
+    flush(p);
     self = NULL; /* a later destructor's launch starts afresh */
     free(p);
 }
@@ -142,9 +168,12 @@ static struct thread_state *state(void)
             return NULL;
         pthread_setspecific(key, self);
     } else {
-        /* In a fork child: forget the parent's launches and events. */
+        /* In a fork child: forget the parent's launches and events, and
+         * the charges it kept back (the parent charges them). */
         self->head = self->count = 0;
         self->spares = 0;
+        for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+            self->pending[d] = 0;
     }
     self->fork_gen = gen;
     self->usable = usable();
@@ -224,7 +253,7 @@ static void settle(struct thread_state *s, struct inflight *e, bool done)
         /* This launch as measured, the ones it covers at the estimate. */
         int64_t owed = ns - e->charged +
                        each * (int64_t)e->covered - e->covered_ns;
-        limiter_charge(e->dev, owed);
+        charge(s, e->dev, owed);
         limiter_measured(e->dev, (uint64_t)ns + (uint64_t)each * e->covered);
         s->fallback[e->dev] = each;
     }
@@ -276,6 +305,12 @@ static struct estimate *entry(struct thread_state *s, struct launch_ticket *t)
         *k = (struct estimate){.key = t->key, .dev = t->dev,
                                .ns = s->fallback[t->dev]};
     return k;
+}
+
+void gputime_flush(void)
+{
+    if (self != NULL)
+        flush(state());
 }
 
 bool gputime_prepare(struct launch_ticket *t)
@@ -353,7 +388,7 @@ void gputime_end(struct launch_ticket *t, bool launched)
         return;
     if (t->state != TICKET_MEASURED) {
         if (launched) {
-            limiter_charge(t->dev, t->charge);
+            charge(s, t->dev, t->charge);
             cover(s, t);
         }
         return;
@@ -363,7 +398,7 @@ void gputime_end(struct launch_ticket *t, bool launched)
     CUevent end = launched ? take_event(s, t->ctx) : NULL;
     bool recorded = end != NULL && REAL(cuEventRecord)(end, t->stream) == CUDA_SUCCESS;
     if (launched)
-        limiter_charge(t->dev, t->charge);
+        charge(s, t->dev, t->charge);
     if (!recorded) {
         give_event(s, t->start, t->ctx);
         if (end != NULL && REAL(cuEventDestroy_v2))

@@ -150,6 +150,7 @@ static void budget_gate(struct vgpu_region *r, int dev, uint64_t now)
 {
     if (vgpu_sm_budget_ready(budget_of(r, dev), now))
         return;
+    gputime_flush(); /* the budget as it is, before waiting on it */
     for (;;) {
         uint32_t pct = cap_of(r, dev);
         struct vgpu_sm_budget *b = budget_of(r, dev);

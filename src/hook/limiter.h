@@ -40,6 +40,9 @@ bool gputime_prepare(struct launch_ticket *t);
 void gputime_start(struct launch_ticket *t);
 /* After the driver call: launched says whether it accepted the launch. */
 void gputime_end(struct launch_ticket *t, bool launched);
+/* Put what this thread kept back of its charges on the budget (before a
+ * launch waits for it). */
+void gputime_flush(void);
 
 /* launch.c: charge ns of dev's GPU time to the container's budget (negative:
  * give back part of an estimate), and note ns measured for this process's
