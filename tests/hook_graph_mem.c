@@ -12,6 +12,7 @@
  *    cache until trimmed;
  *  - a captured cuMemAllocAsync is a memory node: charged at the launch;
  *  - threads launching graphs together never take the driver past it;
+ *  - a pool that grows by larger chunks than estimated is learned;
  *  - trim and destruction bring the charge back to zero. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -245,6 +246,29 @@ static void threads(void)
           (unsigned long long)(region_used(0) / MiB));
 }
 
+/* A driver whose graph pool grows by larger chunks than estimated (256 MiB
+ * here): its first growth is charged after the launch; from then on the
+ * launch reserves that much before the driver can take it. */
+static void chunks(CUstream s)
+{
+    setenv("FAKEGPU_GRAPH_CHUNK", "256", 1);
+    CUgraphExec exec = alloc_graph(2 * MiB, true, NULL);
+    CU_OK(cuGraphLaunch(exec, s));
+    CHECK(fakegpu_process_used(0) == 256 * MiB, "the pool took a whole chunk");
+    check_charged("first growth beyond the estimate");
+    CU_OK(cuDeviceGraphMemTrim(0));
+    CUdeviceptr p;
+    CU_OK(cuMemAlloc_v2(&p, 896 * MiB));
+    CHECK(cuGraphLaunch(exec, s) == CUDA_ERROR_OUT_OF_MEMORY,
+          "a chunk beside 896 MiB is over the limit");
+    check_peak("learned chunk");
+    CU_OK(cuMemFree_v2(p));
+    CU_OK(cuGraphExecDestroy(exec));
+    CU_OK(cuDeviceGraphMemTrim(0));
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
+    unsetenv("FAKEGPU_GRAPH_CHUNK");
+}
+
 int main(void)
 {
     hook_fresh(1, "8g", "1g");
@@ -256,6 +280,7 @@ int main(void)
     outlives(s);
     captured(s);
     threads();
+    chunks(s);
     CU_OK(cuStreamDestroy_v2(s));
     printf("hook_graph_mem: ok\n");
     return 0;

@@ -8,9 +8,11 @@
  *
  *  - at instantiation the graph's nodes are walked (child graphs too) and
  *    an executable graph with allocation nodes is remembered with, per
- *    device, the sum of their sizes rounded up to the driver's 2 MiB: the
- *    most its upload or launch can add to the pool;
- *  - before such an upload or launch that sum is charged (refused with
+ *    device, the sum of their sizes (each rounded up to the driver's 2 MiB)
+ *    in whole 32 MiB chunks, the unit in which an H100's pools grow: what
+ *    its upload or launch can add to the pool, plus the most the pool ever
+ *    grew beyond such an estimate (a driver with larger chunks, learned);
+ *  - before such an upload or launch that is charged (refused with
  *    CUDA_ERROR_OUT_OF_MEMORY, without calling the driver, when it does
  *    not fit even after this process's graph pool and stream-ordered pools
  *    were trimmed once);
@@ -45,6 +47,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define GRANULARITY (2ull << 20) /* the driver backs allocations in these */
+#define GROWTH_CHUNK (32ull << 20) /* and an H100's pools grow by these */
 #define MAX_DEPTH 16             /* child graphs in child graphs */
 
 /* What an executable graph's upload or launch can add, per device. */
@@ -57,10 +60,11 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct u64map execs;  /* CUgraphExec -> struct need * */
 static int remembered;       /* entries of execs; read unlocked as a hint */
 /* Per device: charged for the graph pool (written under the lock, read
- * unlocked as a hint), and what uploads and launches in the driver have
- * reserved of it. */
+ * unlocked as a hint), what uploads and launches in the driver have
+ * reserved of it, and the most it grew beyond that. */
 static uint64_t charged[VGPU_MAX_DEVICES];
 static uint64_t pending[VGPU_MAX_DEVICES];
+static uint64_t slack[VGPU_MAX_DEVICES];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 /* A fork child holds none of its parent's graph memory (nor its charges). */
@@ -74,6 +78,7 @@ static void forget_in_child(void)
     remembered = 0;
     memset(charged, 0, sizeof charged);
     memset(pending, 0, sizeof pending);
+    memset(slack, 0, sizeof slack);
 }
 
 static void init(void)
@@ -87,9 +92,9 @@ static void lock_graphs(void)
     pthread_mutex_lock(&lock);
 }
 
-static uint64_t rounded(uint64_t bytes)
+static uint64_t round_up(uint64_t bytes, uint64_t unit)
 {
-    return (bytes + GRANULARITY - 1) / GRANULARITY * GRANULARITY;
+    return (bytes + unit - 1) / unit * unit;
 }
 
 /* ---- What a graph allocates ---- */
@@ -106,7 +111,7 @@ static bool add_alloc(CUgraphNode node, struct need *n)
     int dev = p.poolProps.location.id;
     if (dev < 0 || dev >= VGPU_MAX_DEVICES)
         return false;
-    n->bytes[dev] += rounded(p.bytesize);
+    n->bytes[dev] += round_up(p.bytesize, GRANULARITY);
     return true;
 }
 
@@ -157,9 +162,13 @@ static struct need *need_of(CUgraph g)
         n->blind = true;
         return n;
     }
-    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
-        if (n->bytes[d] > 0)
-            return n;
+    bool any = false;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        n->bytes[d] = round_up(n->bytes[d], GROWTH_CHUNK);
+        any |= n->bytes[d] > 0;
+    }
+    if (any)
+        return n;
     free(n);
     return NULL;
 }
@@ -193,7 +202,10 @@ static void settle(int dev)
     struct vgpu_region *r = account_region();
     if (target > charged[dev]) {
         /* Past what its launches reserved: the driver took more than the
-         * estimate; count it (the next charge will find the limit full). */
+         * estimate; count it (the next charge will find the limit full),
+         * and reserve that much more from now on. */
+        if (pending[dev] > 0 && target - charged[dev] > slack[dev])
+            slack[dev] = target - charged[dev];
         if (!vgpu_region_try_charge(r, dev, target - charged[dev], VGPU_CHARGE_DATA)) {
             static int warned;
             if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */
@@ -226,41 +238,46 @@ static void settle_devices(const struct need *n, bool launched)
     pthread_mutex_unlock(&lock);
 }
 
-/* Charge n (all devices or none). -1: done; else the device that is full. */
-static int try_reserve(const struct need *n)
+/* Charge n and what the pools grew beyond such estimates, as held (all
+ * devices or none). -1: done; else the device that is full. */
+static int try_reserve(const struct need *n, struct need *held)
 {
     struct vgpu_region *r = account_region();
+    memset(held, 0, sizeof *held);
+    held->blind = n->blind;
     lock_graphs();
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         if (n->bytes[d] == 0)
             continue;
-        if (!vgpu_region_try_charge(r, d, n->bytes[d], VGPU_CHARGE_DATA)) {
+        uint64_t bytes = n->bytes[d] + slack[d];
+        if (!vgpu_region_try_charge(r, d, bytes, VGPU_CHARGE_DATA)) {
             for (int e = 0; e < d; e++)
-                if (n->bytes[e] > 0) {
-                    vgpu_region_uncharge(r, e, n->bytes[e], VGPU_CHARGE_DATA);
-                    set_charged(e, charged[e] - n->bytes[e]);
-                    pending[e] -= n->bytes[e];
+                if (held->bytes[e] > 0) {
+                    vgpu_region_uncharge(r, e, held->bytes[e], VGPU_CHARGE_DATA);
+                    set_charged(e, charged[e] - held->bytes[e]);
+                    pending[e] -= held->bytes[e];
                 }
             pthread_mutex_unlock(&lock);
             return d;
         }
-        set_charged(d, charged[d] + n->bytes[d]);
-        pending[d] += n->bytes[d];
+        held->bytes[d] = bytes;
+        set_charged(d, charged[d] + bytes);
+        pending[d] += bytes;
     }
     pthread_mutex_unlock(&lock);
     return -1;
 }
 
-/* Reserve n before an upload or launch; on a full device, trim this
- * process's pools there and try once more. */
-static bool reserve(const struct need *n)
+/* Reserve n before an upload or launch (what was charged: held); on a full
+ * device, trim this process's pools there and try once more. */
+static bool reserve(const struct need *n, struct need *held)
 {
-    int full = try_reserve(n);
+    int full = try_reserve(n, held);
     if (full < 0)
         return true;
     if (graphmem_give_back(full) + pools_give_back(full) == 0)
         return false;
-    return try_reserve(n) < 0;
+    return try_reserve(n, held) < 0;
 }
 
 uint64_t graphmem_give_back(int dev)
@@ -281,13 +298,14 @@ uint64_t graphmem_give_back(int dev)
 static CUresult charged_call(const struct need *n, CUgraphExec exec, CUstream s,
                              graphmem_call_fn call)
 {
-    if (!reserve(n))
+    struct need held;
+    if (!reserve(n, &held))
         return CUDA_ERROR_OUT_OF_MEMORY;
     struct charge c;
     charge_begin(&c, -1, 0, VGPU_CHARGE_DATA); /* only enters the driver */
     CUresult rc = call(exec, s);
     charge_end(&c, false, SPACE_NONE, 0);
-    settle_devices(n, true);
+    settle_devices(&held, true);
     return rc;
 }
 
@@ -371,7 +389,8 @@ static CUresult with_params(CUgraphExec *exec, CUgraph g,
     struct need *n = need_of(g);
     bool upload = n != NULL && p != NULL &&
                   (p->flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD);
-    if (upload && !reserve(n)) {
+    struct need held;
+    if (upload && !reserve(n, &held)) {
         free(n);
         p->result_out = CUDA_GRAPH_INSTANTIATE_ERROR;
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -381,7 +400,7 @@ static CUresult with_params(CUgraphExec *exec, CUgraph g,
     CUresult rc = call(exec, g, p);
     charge_end(&c, false, SPACE_NONE, 0);
     if (upload)
-        settle_devices(n, true);
+        settle_devices(&held, true);
     return remember(rc, exec, n);
 }
 

@@ -3,7 +3,9 @@
  * from one graph pool per device and process, as the driver does:
  *  - physical memory is reserved when a graph is uploaded or launched: the
  *    sum of its allocation nodes (2 MiB each at least), less what the pool
- *    caches unused (no aliasing inside a graph: the driver may take less);
+ *    caches unused (no aliasing inside a graph: the driver may take less),
+ *    in whole chunks of FAKEGPU_GRAPH_CHUNK MiB (default 32, as the
+ *    stream-ordered pools of an H100);
  *  - an allocation freed in its graph goes back to the pool's cache; one
  *    not freed there lives on after the launch, until cuMemFree(Async) or a
  *    free node of another graph, and its graph cannot be launched again
@@ -13,6 +15,7 @@
  *  - cuDeviceGetGraphMemAttribute reports used and reserved bytes and their
  *    high watermarks; the ledger (state.c) counts what is reserved. */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "driver.h"
@@ -46,6 +49,14 @@ static uint64_t chunked(uint64_t bytes)
     return (bytes + FG_GRANULARITY - 1) / FG_GRANULARITY * FG_GRANULARITY;
 }
 
+/* How much the pool grows by at least. */
+static uint64_t growth_unit(void)
+{
+    const char *v = getenv("FAKEGPU_GRAPH_CHUNK");
+    uint64_t mib = v ? strtoull(v, NULL, 10) : 0;
+    return mib ? mib << 20 : FG_POOL_CHUNK;
+}
+
 static void high(uint64_t *mark, uint64_t now)
 {
     if (now > *mark)
@@ -59,9 +70,11 @@ static bool cover(struct graph_pool *p, int physical, uint64_t need, uint64_t *g
     *grown = 0;
     if (need <= cached)
         return true;
-    if (!fg_reserve(physical, need - cached))
+    uint64_t unit = growth_unit();
+    uint64_t grow = (need - cached + unit - 1) / unit * unit;
+    if (!fg_reserve(physical, grow))
         return false;
-    *grown = need - cached;
+    *grown = grow;
     p->reserved += *grown;
     high(&p->reserved_high, p->reserved);
     return true;
