@@ -204,7 +204,7 @@ static void settle(int dev)
         /* Past what its launches reserved: the driver took more than the
          * estimate; count it (the next charge will find the limit full),
          * and reserve that much more from now on. */
-        if (pending[dev] > 0 && target - charged[dev] > slack[dev])
+        if (target - charged[dev] > slack[dev])
             slack[dev] = target - charged[dev];
         if (!vgpu_region_try_charge(r, dev, target - charged[dev], VGPU_CHARGE_DATA)) {
             static int warned;
