@@ -308,6 +308,58 @@ static void case_capture(void)
     printf("capture: ok\n");
 }
 
+/* Charges kept back by a thread (src/hook/gputime.c batches them) reach
+ * the budget when it exits, and when a process calls exit(): threads and
+ * a process that each launch less than a batch, then end, leave the
+ * container charged with what they ran (within 5 %: event times are
+ * floats). */
+static void *few_launches(void *arg)
+{
+    CU_OK(cuCtxSetCurrent((CUcontext)arg));
+    uint32_t us = 20;
+    void *params[] = {&us};
+    for (int i = 0; i < 3; i++)
+        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, NULL, params,
+                             NULL));
+    CU_OK(cuCtxSynchronize());
+    return NULL;
+}
+
+static void case_exits(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s", container_path(0));
+    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", path, 1);
+    setenv("CUDA_DEVICE_SM_LIMIT", "90", 1);
+    setenv("GPU_CORE_UTILIZATION_POLICY", "force", 1);
+    unlink(path);
+    pid_t pid = fork();
+    if (pid == 0) { /* a process that launches, then calls exit() */
+        few_launches(fakegpu_context(0));
+        exit(0);
+    }
+    CHECK(wait_children(1) == 0, "the process launched");
+    uint64_t charged, held;
+    budget_stats(0, &charged, &held);
+    printf("a process's 60 us: %llu ns charged at its exit\n",
+           (unsigned long long)charged);
+    CHECK(charged >= 57000, "exit() charges what was kept back (%llu ns)",
+          (unsigned long long)charged);
+    CUcontext ctx = fakegpu_context(0);
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, few_launches, ctx);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    uint64_t after;
+    budget_stats(0, &after, &held);
+    printf("8 threads' 480 us: %llu ns charged at their exits\n",
+           (unsigned long long)(after - charged));
+    CHECK(after - charged >= 8 * 57000, "thread exits charge what was kept "
+          "back (%llu ns)", (unsigned long long)(after - charged));
+    printf("exits: ok\n");
+}
+
 /* Fail closed: the region file cannot be used (a directory stands at its
  * path). With a memory limit too, the process counts in a region of its
  * own; with only the compute limit, in a budget of its own: either way its
@@ -359,6 +411,8 @@ int main(int argc, char **argv)
         case_nolimit();
     else if (strcmp(c, "failclosed") == 0)
         case_failclosed();
+    else if (strcmp(c, "exits") == 0)
+        case_exits();
     else if (strcmp(c, "capture") == 0)
         case_capture();
     else if (strcmp(c, "paths") == 0)

@@ -39,9 +39,11 @@
  * nor is invalidated by them.
  *
  * Threads and fork: all of this is per thread (no lock); an exiting
- * thread's estimates go with it, its launches were charged; a fork child
- * forgets the parent's events (the driver's are not its own), keeps the
- * estimates. */
+ * thread settles what has finished and charges what it kept back, its
+ * estimates go with it (a new key starts from the last measurement of any
+ * thread on its device); exit() charges what the exiting thread kept back;
+ * a fork child forgets the parent's events (the driver's are not its own)
+ * and charges kept back, keeps the estimates. */
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -93,13 +95,15 @@ struct thread_state {
     struct inflight ring[INFLIGHT];
     int spares;
     struct spare spare[SPARES];
-    int64_t fallback[VGPU_MAX_DEVICES]; /* a new key's estimate: the last measured */
     int64_t pending[VGPU_MAX_DEVICES];  /* charged here, not yet on the budget */
     struct estimate table[KEYS];
 };
 
 static __thread struct thread_state *self;
 static unsigned fork_gen;
+/* A new key's first estimate: the last measurement of any thread on that
+ * device (relaxed: a hint; a new thread starts from it, not from zero). */
+static int64_t last_measured[VGPU_MAX_DEVICES];
 static pthread_key_t key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
@@ -126,14 +130,43 @@ static void flush(struct thread_state *s)
         }
 }
 
-/* The events of an exiting thread are left to the context (they are a few
- * hundred bytes of driver memory, freed with it); its launches were charged
- * their estimates, and what it kept back is charged now. */
+static void reap(struct thread_state *s, bool wait_oldest);
+
+/* At an exit: settle what has finished, charge the launches that no
+ * measured one will correct at their key's estimate, and what was kept
+ * back. */
+static void settle_all(struct thread_state *s)
+{
+    reap(s, false);
+    for (int i = 0; i < KEYS; i++) {
+        struct estimate *k = &s->table[i];
+        if (k->key != 0 && k->samples > 0 && k->covered > 0)
+            charge(s, k->dev, k->ns * (int64_t)k->covered - k->covered_ns);
+        k->covered = 0;
+        k->covered_ns = 0;
+    }
+    flush(s);
+}
+
+/* An exiting thread settles (above; measured launches not yet finished
+ * keep their estimates); its events are left to the context (a few
+ * hundred bytes of driver memory, freed with it). */
 static void thread_gone(void *p)
 {
-    flush(p);
+    struct thread_state *s = p;
+    if (s->fork_gen == atomic_load_n(&fork_gen, RELAXED)) /* see after_fork_child */
+        settle_all(s);
     self = NULL; /* a later destructor's launch starts afresh */
     free(p);
+}
+
+/* exit(): the same for the exiting thread (other threads lose what they
+ * kept back, at most FLUSH_NS each, with the process). A context already
+ * gone answers the queries with an error: the estimates stand. */
+static void process_gone(void)
+{
+    if (self != NULL && self->fork_gen == atomic_load_n(&fork_gen, RELAXED))
+        settle_all(self);
 }
 
 static void after_fork_child(void)
@@ -147,6 +180,7 @@ static void make_key(void)
 {
     pthread_key_create(&key, thread_gone);
     pthread_atfork(NULL, NULL, after_fork_child);
+    atexit(process_gone);
 }
 
 static bool usable(void)
@@ -255,7 +289,7 @@ static void settle(struct thread_state *s, struct inflight *e, bool done)
                        each * (int64_t)e->covered - e->covered_ns;
         charge(s, e->dev, owed);
         limiter_measured(e->dev, (uint64_t)ns + (uint64_t)each * e->covered);
-        s->fallback[e->dev] = each;
+        atomic_store_n(&last_measured[e->dev], each, RELAXED);
     }
     give_event(s, e->start, e->ctx);
     give_event(s, e->end, e->ctx);
@@ -303,7 +337,8 @@ static struct estimate *entry(struct thread_state *s, struct launch_ticket *t)
     struct estimate *k = &s->table[t->slot];
     if (k->key != t->key || k->dev != t->dev)
         *k = (struct estimate){.key = t->key, .dev = t->dev,
-                               .ns = s->fallback[t->dev]};
+                               .ns = atomic_load_n(&last_measured[t->dev],
+                                                   RELAXED)};
     return k;
 }
 
