@@ -39,8 +39,8 @@
  * nor is invalidated by them.
  *
  * Threads and fork: all of this is per thread (no lock); an exiting
- * thread settles what has finished and charges what it kept back, its
- * estimates go with it (a new key starts from the last measurement of any
+ * thread settles what has finished, charges what it kept back and
+ * destroys its events, its estimates go with it (a new key starts from the last measurement of any
  * thread on its device); exit() charges what the exiting thread kept back;
  * a fork child forgets the parent's events (the driver's are not its own)
  * and charges kept back, keeps the estimates. */
@@ -132,6 +132,12 @@ static void flush(struct thread_state *s)
 
 static void reap(struct thread_state *s, bool wait_oldest);
 
+static void destroy_event(CUevent e)
+{
+    if (e != NULL && REAL(cuEventDestroy_v2))
+        REAL(cuEventDestroy_v2)(e);
+}
+
 /* At an exit: settle what has finished, charge the launches that no
  * measured one will correct at their key's estimate, and what was kept
  * back. */
@@ -146,11 +152,18 @@ static void settle_all(struct thread_state *s)
         k->covered_ns = 0;
     }
     flush(s);
+    /* The events go back to the driver (one still pending is released
+     * when it completes). */
+    for (; s->count > 0; s->count--, s->head = (s->head + 1) % INFLIGHT) {
+        destroy_event(s->ring[s->head].start);
+        destroy_event(s->ring[s->head].end);
+    }
+    for (; s->spares > 0; s->spares--)
+        destroy_event(s->spare[s->spares - 1].event);
 }
 
 /* An exiting thread settles (above; measured launches not yet finished
- * keep their estimates); its events are left to the context (a few
- * hundred bytes of driver memory, freed with it). */
+ * keep their estimates). */
 static void thread_gone(void *p)
 {
     struct thread_state *s = p;
