@@ -5,8 +5,9 @@
  *    or fifo at the path, a symlink, a file of another user, a HAMi-core
  *    file whose processes live, a damaged file while other processes are
  *    attached (briefly: its processes leave it within a second, carrying
- *    their charges, and the first one alone recreates it); without a limit,
- *    attach returns NULL (runs unlimited);
+ *    their charges, and the first one alone recreates it); a compute limit
+ *    alone is enforced alone the same way; without any limit, attach
+ *    returns NULL (runs unlimited);
  *  - used after its mode is set back: a file of ours made world-writable;
  *  - recreated, because no process is attached (provably unused): truncated,
  *    oversized, garbage, wrong magic, wrong version;
@@ -44,6 +45,12 @@ static void expect_refused(const char *what, const char *path)
     struct vgpu_attach_options o;
     memset(&o, 0, sizeof o);
     o.path = path;
+    o.sm_limits[0] = 30;
+    r = vgpu_region_attach(&o);
+    CHECK(r != NULL && vgpu_region_is_local(r) && vgpu_region_sm_limit(r, 0) == 30,
+          "%s: a compute limit alone holds alone too", what);
+    vgpu_region_detach(r);
+    o.sm_limits[0] = 0;
     CHECK(vgpu_region_attach(&o) == NULL, "%s: no limit, no region", what);
     CHECK(vgpu_region_try_charge(NULL, 0, 1, VGPU_CHARGE_DATA),
           "a NULL region charges nothing and refuses nothing");

@@ -286,7 +286,7 @@ bool region_join_shared(struct vgpu_region *r,
     if (quiet)
         region_refusal_set(REFUSAL_QUIET);
     else
-        region_refusal_set(region_limits_set(opts->limits) ? REFUSAL_LOCAL
+        region_refusal_set(region_limits_set(opts) ? REFUSAL_LOCAL
                                                            : REFUSAL_UNLIMITED);
     r->fd = region_open_file(r->path, true);
     if (r->fd < 0)
@@ -319,8 +319,8 @@ bool region_join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
     atomic_store_n(&r->local, 0, RELAXED); /* no other thread uses r here */
     atomic_store_n(&r->lost, 0, RELAXED);
     bool joined = region_join_shared(r, opts, true, false) ||
-                  (region_limits_set(opts->limits) && local_start(r));
-    if (joined && region_limits_set(opts->limits))
+                  (region_limits_set(opts) && local_start(r));
+    if (joined && region_limits_set(opts))
         region_watch(r);
     return joined;
 }

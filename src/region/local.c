@@ -17,10 +17,10 @@
 #include "log.h"
 #include "region_internal.h"
 
-bool region_limits_set(const uint64_t limits[VGPU_MAX_DEVICES])
+bool region_limits_set(const struct vgpu_attach_options *opts)
 {
     for (int d = 0; d < VGPU_MAX_DEVICES; d++)
-        if (limits[d] != 0)
+        if (opts->limits[d] != 0 || opts->sm_limits[d] != 0)
             return true;
     return false;
 }

@@ -155,8 +155,9 @@ enum refusal { REFUSAL_INSPECT, REFUSAL_UNLIMITED, REFUSAL_LOCAL, REFUSAL_QUIET 
 void region_refusal_set(enum refusal what);
 void region_refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* True when some device has a limit. */
-bool region_limits_set(const uint64_t limits[VGPU_MAX_DEVICES]);
+/* True when some device has a limit, of memory or of compute: such a
+ * process enforces it alone when the file cannot be used. */
+bool region_limits_set(const struct vgpu_attach_options *opts);
 
 /* Process-local regions (local.c). local_start maps a new one for a handle
  * with no mapping; local_install puts one at r->base in place of whatever
