@@ -1,6 +1,6 @@
 #!/bin/bash
 # vgpuctl against a live region: status (text and JSON) shows the limit, the
-# bytes used and each process; reclaim frees a SIGKILLed process's slot and
+# bytes used, the compute limit and its budget, and each process; reclaim frees a SIGKILLed process's slot and
 # bytes; reset refuses while a process is attached, recounts with --force,
 # and zeroes a region nobody uses. Arguments: vgpuctl, region_hold helper.
 set -u
@@ -8,6 +8,7 @@ ctl=$1 hold=$2
 dir=$(mktemp -d /tmp/vgpuctl-test.XXXXXX)
 trap 'kill $live $dead 2>/dev/null; rm -rf "$dir"' EXIT
 export CUDA_DEVICE_MEMORY_SHARED_CACHE=$dir/r.cache
+export CUDA_DEVICE_SM_LIMIT=40
 fail() { echo "FAIL: $*"; exit 1; }
 
 "$hold" 100 "$dir/live.ready" & live=$!
@@ -18,8 +19,9 @@ out=$("$ctl" status) || fail "status"
 echo "$out"
 echo "$out" | grep -q "^0 .*1024.0 .*300.0" || fail "device 0: limit 1024 MiB, 300 MiB used"
 echo "$out" | grep -Eq " $live +[0-9]+ +yes +0:100.0" || fail "live process listed"
+echo "$out" | grep -q "^dev 0 compute limit 40%: 0.000 s of GPU time charged" || fail "compute limit shown"
 json=$("$ctl" status --json) || fail "status --json"
-echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["devices"][0]["used"]==300<<20 and len(d["processes"])==2' ||
+echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["devices"][0]["used"]==300<<20 and d["devices"][0]["sm_limit"]==40 and len(d["processes"])==2' ||
     fail "JSON"
 
 kill -9 $dead; wait $dead 2>/dev/null

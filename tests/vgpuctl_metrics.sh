@@ -9,6 +9,7 @@ ctl=$1 hold=$2
 dir=$(mktemp -d /tmp/vgpuctl-metrics.XXXXXX)
 trap 'kill $holder $server 2>/dev/null; exec 3>&- ; rm -rf "$dir"' EXIT
 export CUDA_DEVICE_MEMORY_SHARED_CACHE=$dir/r.cache
+export CUDA_DEVICE_SM_LIMIT=30
 fail() { echo "FAIL: $*"; exit 1; }
 command -v curl >/dev/null || fail "curl is missing (scripts/install-deps.sh installs it)"
 server=
@@ -26,6 +27,9 @@ check() { # scrape file: values against the region's own JSON
     [ "$(value vgpu_processes "$1")" = 1 ] || fail "1 process"
     [ "$(value vgpu_region_up "$1")" = 1 ] || fail "region up"
     grep -q '^# TYPE hami_vgpu_memory_used_bytes gauge$' "$1" || fail "TYPE line"
+    [ "$(value vgpu_compute_limit_percent "$1")" = 30 ] || fail "compute limit 30 %"
+    [ "$(value vgpu_compute_charged_nanoseconds_total "$1")" = 0 ] || fail "no GPU time charged"
+    grep -q '^# TYPE vgpu_compute_held_nanoseconds_total counter$' "$1" || fail "counter TYPE line"
     grep -q 'hami_vgpu_memory_used_bytes{vdevice_index="0",device_uuid="[^"]*",zone="vGPU"' "$1" ||
         fail "HAMi's labels"
 }

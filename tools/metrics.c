@@ -3,7 +3,9 @@
  * hami_vgpu_memory_used_bytes, hami_vgpu_memory_limit_bytes (only where a
  * limit is set: no series means no limit) and
  * hami_container_device_memory_bytes (HAMi gives it the same value as
- * used); vgpu's own vgpu_memory_peak_bytes, and vgpu_region_up and
+ * used); vgpu's own vgpu_memory_peak_bytes, where a compute limit is set
+ * vgpu_compute_limit_percent and the budget's counters
+ * vgpu_compute_{charged,held}_nanoseconds_total, and vgpu_region_up and
  * vgpu_processes for the region. Label values are escaped as the format
  * requires; the user's label names are checked against its grammar. */
 #include "metrics.h"
@@ -77,7 +79,10 @@ static void write_user_labels(FILE *out, const struct metrics_labels *l)
 
 static void header(FILE *out, const char *name, const char *help)
 {
-    fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    size_t n = strlen(name);
+    bool counter = n > 6 && strcmp(name + n - 6, "_total") == 0;
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+            counter ? "counter" : "gauge");
 }
 
 /* One series of a per-device family. */
@@ -106,7 +111,19 @@ static bool device_shown(const struct vgpu_snapshot *s, int d)
     return s->uuid[d][0] != '\0' || s->limit[d] > 0 || s->used[d] > 0;
 }
 
-enum family { USED, LIMIT, CONTAINER, PEAK };
+enum family { USED, LIMIT, CONTAINER, PEAK, SM_LIMIT, SM_CHARGED, SM_HELD };
+
+static uint64_t value(const struct vgpu_snapshot *s, int d, enum family f)
+{
+    switch (f) {
+    case LIMIT: return s->limit[d];
+    case PEAK: return s->peak[d];
+    case SM_LIMIT: return s->sm_limit[d];
+    case SM_CHARGED: return s->sm_charged_ns[d];
+    case SM_HELD: return s->sm_waited_ns[d];
+    default: return s->used[d];
+    }
+}
 
 static void family(FILE *out, const struct vgpu_snapshot *s,
                    const struct metrics_labels *l, enum family f)
@@ -116,6 +133,9 @@ static void family(FILE *out, const struct vgpu_snapshot *s,
         [LIMIT] = "hami_vgpu_memory_limit_bytes",
         [CONTAINER] = "hami_container_device_memory_bytes",
         [PEAK] = "vgpu_memory_peak_bytes",
+        [SM_LIMIT] = "vgpu_compute_limit_percent",
+        [SM_CHARGED] = "vgpu_compute_charged_nanoseconds_total",
+        [SM_HELD] = "vgpu_compute_held_nanoseconds_total",
     };
     static const char *const help[] = {
         [USED] = "Device memory charged by the region's processes, in bytes",
@@ -125,14 +145,17 @@ static void family(FILE *out, const struct vgpu_snapshot *s,
                       "(same as hami_vgpu_memory_used_bytes)",
         [PEAK] = "Highest device memory charged since the region was created "
                  "or reset, in bytes",
+        [SM_LIMIT] = "Compute limit of the region, percent of the GPU's time "
+                     "(no series: unlimited)",
+        [SM_CHARGED] = "GPU time charged to the compute budget, in ns",
+        [SM_HELD] = "Wall time launches were held by the compute limit, in ns",
     };
     header(out, names[f], help[f]);
     for (int d = 0; d < device_rows(s); d++) {
-        if (!device_shown(s, d) || (f == LIMIT && s->limit[d] == 0))
+        if (!device_shown(s, d) || (f == LIMIT && s->limit[d] == 0) ||
+            (f >= SM_LIMIT && s->sm_limit[d] == 0))
             continue;
-        uint64_t v = f == LIMIT ? s->limit[d] : f == PEAK ? s->peak[d]
-                                                          : s->used[d];
-        device_series(out, names[f], s, d, l, (unsigned long long)v);
+        device_series(out, names[f], s, d, l, (unsigned long long)value(s, d, f));
     }
 }
 
@@ -161,4 +184,7 @@ void metrics_write(FILE *out, const struct vgpu_snapshot *s,
     family(out, s, l, LIMIT);
     family(out, s, l, CONTAINER);
     family(out, s, l, PEAK);
+    family(out, s, l, SM_LIMIT);
+    family(out, s, l, SM_CHARGED);
+    family(out, s, l, SM_HELD);
 }

@@ -62,6 +62,11 @@ static void print_text(const struct vgpu_snapshot *s)
                                             : (s->limit[d] - s->used[d]) / MiB,
                    s->peak[d] / MiB, s->uuid[d]);
     }
+    for (int d = 0; d < device_rows(s); d++)
+        if (s->sm_limit[d] != 0)
+            printf("dev %d compute limit %u%%: %.3f s of GPU time charged, "
+                   "launches held %.3f s\n", d, s->sm_limit[d],
+                   s->sm_charged_ns[d] / 1e9, s->sm_waited_ns[d] / 1e9);
     printf("%-5s %8s %8s %6s  %s\n", "slot", "pid", "hostpid", "alive",
            "used MiB per device");
     for (int i = 0; i < s->proc_count; i++) {
@@ -88,9 +93,12 @@ static void print_json(const struct vgpu_snapshot *s)
     printf("{\"mode\":\"%s\",\"devices\":[", s->mode);
     for (int d = 0; d < n; d++)
         printf("%s{\"index\":%d,\"limit\":%llu,\"used\":%llu,\"peak\":%llu,"
-               "\"uuid\":\"%s\"}", d ? "," : "", d,
+               "\"uuid\":\"%s\",\"sm_limit\":%u,\"sm_charged_ns\":%llu,"
+               "\"sm_waited_ns\":%llu}", d ? "," : "", d,
                (unsigned long long)s->limit[d], (unsigned long long)s->used[d],
-               (unsigned long long)s->peak[d], s->uuid[d]);
+               (unsigned long long)s->peak[d], s->uuid[d], s->sm_limit[d],
+               (unsigned long long)s->sm_charged_ns[d],
+               (unsigned long long)s->sm_waited_ns[d]);
     printf("],\"processes\":[");
     for (int i = 0; i < s->proc_count; i++) {
         const struct vgpu_snapshot_proc *p = &s->procs[i];

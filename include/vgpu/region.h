@@ -200,6 +200,10 @@ struct vgpu_snapshot {
     uint64_t used[VGPU_MAX_DEVICES];
     uint64_t peak[VGPU_MAX_DEVICES];
     char uuid[VGPU_MAX_DEVICES][96];
+    /* The compute limit (percent, 0: none) and its budget's statistics. */
+    uint32_t sm_limit[VGPU_MAX_DEVICES];
+    uint64_t sm_charged_ns[VGPU_MAX_DEVICES]; /* GPU time charged ever */
+    uint64_t sm_waited_ns[VGPU_MAX_DEVICES];  /* wall time launches were held */
     int proc_count;
     struct vgpu_snapshot_proc procs[VGPU_MAX_SLOTS];
 };

@@ -12,6 +12,7 @@
 #include "locks.h"
 #include "log.h"
 #include "region_internal.h"
+#include "vgpu/sm_budget.h"
 
 struct vgpu_region *vgpu_region_open_existing(const char *path)
 {
@@ -84,6 +85,9 @@ void vgpu_region_snapshot(struct vgpu_region *r, struct vgpu_snapshot *snap)
         snap->peak[d] = atomic_load_n(&r->ext->dev[d].peak, RELAXED);
         memcpy(snap->uuid[d], r->hami->uuids[d], HAMI_UUID_LEN);
         snap->uuid[d][HAMI_UUID_LEN - 1] = '\0';
+        snap->sm_limit[d] = vgpu_region_sm_limit(r, d);
+        snap->sm_charged_ns[d] = atomic_load_n(&r->ext->sm[d].charged_ns, RELAXED);
+        snap->sm_waited_ns[d] = atomic_load_n(&r->ext->sm[d].waited_ns, RELAXED);
     }
     for (int i = 0; i < VGPU_MAX_SLOTS; i++)
         if (slot_snapshot(r, i, &snap->procs[snap->proc_count]))
