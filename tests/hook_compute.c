@@ -69,13 +69,20 @@ static bool limited_under(const char *policy, int on, double *s)
     /* The region exists before the tenant starts: created here, as a first
      * process of the container would, then the monitor's switch written. */
     unlink(container_path(0));
-    struct vgpu_attach_options o;
-    vgpu_attach_options_from_env(&o);
-    o.path = container_path(0);
-    o.sm_limits[0] = 30;
-    struct vgpu_region *r = vgpu_region_attach(&o);
-    CHECK(r != NULL, "region created");
-    vgpu_region_detach(r);
+    /* In a child: a process with a limit starts the region's watcher
+     * thread, and this one must stay single-threaded for the tenant it
+     * forks next (ThreadSanitizer cannot start threads after a fork of a
+     * multi-threaded process). */
+    if (fork() == 0) {
+        struct vgpu_attach_options o;
+        vgpu_attach_options_from_env(&o);
+        o.path = container_path(0);
+        o.sm_limits[0] = 30;
+        struct vgpu_region *r = vgpu_region_attach(&o);
+        vgpu_region_detach(r);
+        _exit(r == NULL);
+    }
+    CHECK(wait_children(1) == 0, "region created");
     int fd = open(container_path(0), O_RDWR);
     int32_t v = on;
     CHECK(pwrite(fd, &v, 4, OFF_UTIL_SWITCH) == 4, "switch written");
