@@ -25,8 +25,9 @@
  * (One event per measured launch, its start bounded by the stream's
  * previous event, would count the stream's idle time and other launches.)
  *
- * Finished measurements are collected when the next launch is measured;
- * at most INFLIGHT wait per thread, one more waits for the oldest. On a GPU
+ * Finished measurements are collected when the next launch is measured
+ * (and at every launch of a key that has none yet); at most INFLIGHT wait
+ * per thread, one more waits for the oldest. On a GPU
  * time-sliced between contexts the start event is processed when this
  * context runs, right before the launch, so waiting for other containers is
  * not counted; a measured launch that straddles a switch is charged the
@@ -383,6 +384,14 @@ bool gputime_prepare(struct launch_ticket *t)
                    t->now - k->measured_at > MAX_AGE_NS;
     if (!measure) {
         k->countdown--;
+        if (k->samples == 0 && s->count > 0) {
+            /* No estimate yet: look for the first measurement at every
+             * launch, not only at the next measured one. */
+            CUstreamCaptureMode mode = relaxed();
+            reap(s, false);
+            restore(mode);
+            t->charge = k->ns;
+        }
         return true;
     }
     if (k->taken < FIRST)
