@@ -18,6 +18,8 @@
 uint64_t fakegpu_device_used(int physical);
 uint64_t fakegpu_device_peak(int physical);
 uint64_t fakegpu_process_used(int physical);
+/* How many times any process asked NVML for a device's process list. */
+uint64_t fakegpu_nvml_process_lists(void);
 /* The execution model (fakegpu/exec.c): ns of work this process queued on
  * a device, and all processes' work on it. */
 uint64_t fakegpu_launched_ns(int physical);

@@ -132,10 +132,22 @@ void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
 void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
                           enum vgpu_charge_kind kind);
 
-/* A primary context's size on dev as measured by some process of the
- * region (0: not yet), and recording a measurement. */
+/* A primary context's size on dev as one process of the region measured
+ * it: 0 while not known (nobody measured yet, or a measurement is under
+ * way); VGPU_CONTEXT_ZERO: measured to take nothing. set records a
+ * measurement (and ends any claim). */
+#define VGPU_CONTEXT_ZERO UINT64_MAX
 uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev);
 void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t bytes);
+
+/* One measurer per region and device: while the size is not known, claim
+ * its measurement. Returns the claim (non-zero) when this process is to
+ * measure, then publish with set_context_bytes or give up with unclaim;
+ * 0 when the size is known or another process is measuring. A claim whose
+ * process died (slot released or unlocked) or that is older than a few
+ * seconds (a stopped measurer) lapses: the next creator claims it. */
+uint64_t vgpu_region_claim_context(struct vgpu_region *r, int dev);
+void vgpu_region_unclaim_context(struct vgpu_region *r, int dev, uint64_t claim);
 
 /* Bytes this process has charged on dev (its slot's total). */
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev);

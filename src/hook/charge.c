@@ -4,6 +4,7 @@
 #include "hook/charge.h"
 
 #include "hook/account.h"
+#include "hook/ctxcharge.h"
 #include "hook/graphmem.h"
 #include "hook/pools.h"
 #include "hook/reconcile.h"
@@ -21,6 +22,10 @@ bool charge_begin(struct charge *c, int dev, uint64_t bytes,
 {
     *c = (struct charge){in_driver > 0 ? -1 : dev, bytes, kind};
     struct vgpu_region *r = c->dev >= 0 ? account_region() : NULL;
+    /* Contexts charged at the guess give back what the measurement since
+     * says they do not take, before it counts against this charge. */
+    if (r != NULL)
+        ctx_guesses_settle();
     /* What the driver holds beyond the charges counts first. */
     if (r != NULL && !reconcile_before_charge(c->dev, bytes))
         return false;

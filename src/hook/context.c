@@ -9,11 +9,15 @@
  * cuCtxFromGreenCtx only names a green context as a CUcontext: nothing new
  * is allocated, nothing is charged. */
 #include <pthread.h>
+#include <unistd.h>
 
+#include "atomic.h"
+#include "clock.h"
 #include "hook/account.h"
 #include "hook/charge.h"
 #include "hook/ctxcharge.h"
 #include "hook/real.h"
+#include "hook/reconcile.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -26,8 +30,48 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct primary {
     unsigned retains;
     bool live;        /* created and charged, not reset or released since */
+    bool guess;       /* charged at the guess: the size was not known yet */
     uint64_t charged;
 } primaries[VGPU_MAX_DEVICES];
+
+/* Primary contexts charged at the guess, so that the look before every
+ * charge is one load. Written under `lock`; read without it (relaxed: a
+ * hint; stale, it costs a trylock or delays a settle to the next look).
+ * guess_pid: the process that charged them (a fork child's copies are not
+ * its charges); guess_ns: when the last was taken. */
+static int guesses;
+static pid_t guess_pid;
+static uint64_t guess_ns;
+
+/* Fast looks at a pending guess last this long after it was taken: as
+ * long as a creation waits for a measurement (ctxcharge.c). */
+#define GUESS_RECENT_NS (10000ull * 1000 * 1000)
+
+/* With `lock` held. */
+static void guess_clear(struct primary *p)
+{
+    if (p->guess) {
+        p->guess = false;
+        atomic_store_n(&guesses, guesses - 1, RELAXED); /* a hint, see above */
+    }
+}
+
+bool ctx_guesses_settle(void)
+{
+    if (atomic_load_n(&guesses, RELAXED) == 0) /* a hint, see above */
+        return false;
+    if (pthread_mutex_trylock(&lock) != 0)
+        return true; /* a retain is under way (maybe ours): look later */
+    bool mine = guess_pid == getpid();
+    for (int d = 0; d < VGPU_MAX_DEVICES && guesses > 0; d++) {
+        struct primary *p = &primaries[d];
+        if (p->guess && (!mine || ctx_charge_settle(d, &p->charged)))
+            guess_clear(p);
+    }
+    bool recent = guesses > 0 && clock_ns(CLOCK_MONOTONIC) - guess_ns < GUESS_RECENT_NS;
+    pthread_mutex_unlock(&lock);
+    return recent;
+}
 
 static void release_primary(uint64_t dev)
 {
@@ -61,11 +105,23 @@ EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
         if (rc == CUDA_SUCCESS) {
             p->live = true;
             p->charged = cc.c.dev >= 0 ? cc.c.bytes : 0;
+            if (cc.guess && cc.c.dev >= 0) {
+                if (guess_pid != getpid()) /* a fork child's copies */
+                    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+                        guess_clear(&primaries[d]);
+                p->guess = true;
+                guess_pid = getpid();
+                guess_ns = clock_ns(CLOCK_MONOTONIC);
+                atomic_store_n(&guesses, guesses + 1, RELAXED); /* a hint */
+            }
         }
     }
     if (rc == CUDA_SUCCESS)
         p->retains++;
+    bool guessed = p->guess;
     pthread_mutex_unlock(&lock);
+    if (guessed)
+        reconcile_wake(); /* it settles the guess when the size comes */
     return rc;
 }
 
@@ -81,6 +137,7 @@ static void released(CUdevice dev, bool reset)
                                  VGPU_CHARGE_CONTEXT);
         p->charged = 0;
         p->live = false;
+        guess_clear(p);
     }
     pthread_mutex_unlock(&lock);
     if (reset) /* the driver freed every allocation of the context */

@@ -20,7 +20,7 @@
 
 /* Recorded for a context measured to take nothing (the simulated GPU's),
  * since 0 in the region means "not measured yet". */
-#define MEASURED_ZERO UINT64_MAX
+#define MEASURED_ZERO VGPU_CONTEXT_ZERO
 
 static uint64_t assumed_size(struct vgpu_region *r, int dev)
 {
@@ -68,26 +68,41 @@ static bool charge_when_measured(struct ctx_charge *cc, struct vgpu_region *r,
     return false;
 }
 
+/* The size is not known: measure this creation if no other process of
+ * the region is measuring one (a claim), else create with the guess and
+ * take the measured size afterwards (ctx_charge_end, ctx_charge_settle):
+ * one measurer's NVML readings instead of every starter's. */
+static void claim_or_guess(struct ctx_charge *cc, struct vgpu_region *r, int dev)
+{
+    cc->claim = vgpu_region_claim_context(r, dev);
+    cc->guess = cc->claim == 0;
+    if (cc->guess)
+        return;
+    cc->mine = vgpu_region_process_used(r, dev);
+    cc->measuring = nvml_list_read(dev, &cc->before);
+    if (!cc->measuring) {
+        vgpu_region_unclaim_context(r, dev, cc->claim); /* the next may */
+        cc->claim = 0;
+        static int warned;
+        if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: picks who logs */
+            log_warn("a context's memory cannot be measured (NVML does not answer): "
+                     "%llu MiB is counted for each (VGPU_CONTEXT_BYTES)",
+                     (unsigned long long)(cc->c.bytes >> 20));
+    }
+}
+
 bool ctx_charge_begin(struct ctx_charge *cc, int dev)
 {
     struct vgpu_region *r = account_region();
     uint64_t known = charge_nested() ? 0 : vgpu_region_context_bytes(r, dev);
     uint64_t bytes = known != 0 ? known_size(known) : assumed_size(r, dev);
-    cc->measuring = false;
+    cc->measuring = cc->guess = false;
+    cc->claim = 0;
     if (!charge_begin(&cc->c, dev, bytes, VGPU_CHARGE_CONTEXT))
         return known == 0 && !charge_nested() && r != NULL &&
                charge_when_measured(cc, r, dev);
-    if (known == 0 && cc->c.dev >= 0) {
-        cc->mine = vgpu_region_process_used(r, dev);
-        cc->measuring = nvml_list_read(dev, &cc->before);
-        if (!cc->measuring) {
-            static int warned;
-            if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: picks who logs */
-                log_warn("a context's memory cannot be measured (NVML does not answer): "
-                         "%llu MiB is counted for each (VGPU_CONTEXT_BYTES)",
-                         (unsigned long long)(bytes >> 20));
-        }
-    }
+    if (known == 0 && cc->c.dev >= 0)
+        claim_or_guess(cc, r, dev);
     return true;
 }
 
@@ -114,15 +129,44 @@ CUresult ctx_charge_end(struct ctx_charge *cc, CUresult rc,
                         enum ledger_space space, uint64_t key,
                         void (*undo)(uint64_t arg), uint64_t arg)
 {
-    uint64_t bytes;
+    struct vgpu_region *r = account_region();
+    uint64_t bytes = cc->c.bytes;
     if (rc == CUDA_SUCCESS && cc->measuring && measure(cc, &bytes)) {
-        vgpu_region_set_context_bytes(account_region(), cc->c.dev,
+        vgpu_region_set_context_bytes(r, cc->c.dev,
                                       bytes > 0 ? bytes : MEASURED_ZERO);
-        if (!charge_resize(&cc->c, bytes)) {
-            undo(arg);
-            rc = CUDA_ERROR_OUT_OF_MEMORY;
-        }
+        cc->claim = 0; /* ended by the size */
+    } else if (rc == CUDA_SUCCESS && cc->guess) {
+        /* Measured by another process meanwhile? Else the guess stays
+         * until ctx_charge_settle finds the size. */
+        uint64_t known = vgpu_region_context_bytes(r, cc->c.dev);
+        cc->guess = known == 0;
+        if (known != 0)
+            bytes = known_size(known);
+    }
+    if (cc->claim != 0) /* failed, or not measurable: the next may */
+        vgpu_region_unclaim_context(r, cc->c.dev, cc->claim);
+    if (rc == CUDA_SUCCESS && !charge_resize(&cc->c, bytes)) {
+        undo(arg); /* larger than reserved, and that does not fit */
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
     }
     charge_end(&cc->c, rc == CUDA_SUCCESS, space, key);
     return rc;
+}
+
+bool ctx_charge_settle(int dev, uint64_t *charged)
+{
+    struct vgpu_region *r = account_region();
+    uint64_t known = vgpu_region_context_bytes(r, dev);
+    if (known == 0)
+        return false;
+    uint64_t size = known_size(known);
+    if (size < *charged)
+        vgpu_region_uncharge(r, dev, *charged - size, VGPU_CHARGE_CONTEXT);
+    /* Larger than the guess (VGPU_CONTEXT_BYTES set too low): charged if
+     * it fits; what does not is the reconciliation's (NVML shows it). */
+    else if (size > *charged &&
+             !vgpu_region_try_charge(r, dev, size - *charged, VGPU_CHARGE_CONTEXT))
+        return true;
+    *charged = size;
+    return true;
 }

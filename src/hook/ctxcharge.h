@@ -3,10 +3,20 @@
  * where the first process that could measure it recorded it; until then it
  * is VGPU_CONTEXT_BYTES or 1 GiB (at most the limit; a creation for which
  * that guess does not fit waits, at most 10 s, for another process's
- * measurement and reserves the real size), and the creation
- * is measured through NVML (this process's usage after less before, so
- * neither other processes, nor this process's other contexts, nor memory
- * that outlived a reset enter the figure) and the reservation corrected. */
+ * measurement and reserves the real size).
+ *
+ * One process of the region measures (it claims the measurement, see
+ * vgpu_region_claim_context): its creation is measured through NVML (this
+ * process's usage after less before, so neither other processes, nor this
+ * process's other contexts, nor memory that outlived a reset enter the
+ * figure), published, and its reservation corrected. The others create
+ * meanwhile with the guess and never read NVML: at the end of their
+ * creation they take the published size if it is there; if not, their
+ * primary contexts take it later (ctx_guesses_settle: before this
+ * process's next charge, and from the reconciliation's thread), while
+ * created and green contexts keep the guess until destroyed. A measurer
+ * that fails gives the claim up; one killed or stopped loses it (dead
+ * slot, or a few seconds), and the next creator measures. */
 #ifndef VGPU_HOOK_CTXCHARGE_H
 #define VGPU_HOOK_CTXCHARGE_H
 
@@ -21,6 +31,8 @@
 struct ctx_charge {
     struct charge c;
     bool measuring;          /* the size is not known: measure this one */
+    bool guess;              /* not known, another measures: charged the guess */
+    uint64_t claim;          /* our claim on the measurement (0: none) */
     uint64_t mine;           /* this process's charged total at begin */
     struct nvml_list before; /* NVML's list before the creation */
 };
@@ -37,5 +49,17 @@ bool ctx_charge_begin(struct ctx_charge *cc, int dev);
 CUresult ctx_charge_end(struct ctx_charge *cc, CUresult rc,
                         enum ledger_space space, uint64_t key,
                         void (*undo)(uint64_t arg), uint64_t arg);
+
+/* A context of dev charged *charged bytes at the guess (cc->guess still
+ * true after ctx_charge_end): once the size is published, move the charge
+ * to it (a larger size only if it fits: else the reconciliation sees the
+ * rest) and return true; false while it is not known. */
+bool ctx_charge_settle(int dev, uint64_t *charged);
+
+/* This process's primary contexts still charged at the guess take the
+ * published size (context.c). Cheap when there is none (one load); never
+ * waits (a thread inside a retain skips). Returns true while some guess is
+ * still pending and recent (the caller may look again soon). */
+bool ctx_guesses_settle(void);
 
 #endif

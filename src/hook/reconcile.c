@@ -10,6 +10,7 @@
 #include "atomic.h"
 #include "clock.h"
 #include "hook/account.h"
+#include "hook/ctxcharge.h"
 #include "hook/nvml_self.h"
 #include "hook/real.h"
 #include "log.h"
@@ -110,19 +111,53 @@ static bool pay(struct vgpu_region *r, int dev)
     return true;
 }
 
+/* The watcher's early wake-up (reconcile_wake), guarded by `lock`; the
+ * condition variable waits on CLOCK_MONOTONIC. A fork child makes it
+ * anew (the parent's watcher, its waiter, does not exist there). */
+static pthread_cond_t wake;
+static bool woken;
+
+static void wake_init(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&wake, &attr);
+    pthread_condattr_destroy(&attr);
+    woken = false;
+}
+
+/* With `lock` held: until woken, stopping, or ns have passed. */
+static void wait_ns(uint64_t ns)
+{
+    uint64_t until = clock_ns(CLOCK_MONOTONIC) + ns;
+    struct timespec ts = {(time_t)(until / 1000000000ull),
+                          (long)(until % 1000000000ull)};
+    while (!woken && !stopping && clock_ns(CLOCK_MONOTONIC) < until)
+        pthread_cond_timedwait(&wake, &lock, &ts);
+    woken = false;
+}
+
 /* At rest no charge comes to reconcile: a thread of this process does it
  * every five intervals for the devices it charged on (signals blocked: they
- * are the application's). It only reads NVML and the region. */
+ * are the application's). It only reads NVML and the region. It also
+ * brings contexts charged at the guess to the measured size: every 10 ms
+ * while one is pending and recent, as other processes may be waiting for
+ * that room. */
 static void *watch(void *unused)
 {
     (void)unused;
+    uint64_t period = interval_ns() * 5;
+    if (period < 10000000ull)
+        period = 10000000ull; /* at most 100 times a second */
+    uint64_t due = clock_ns(CLOCK_MONOTONIC) + period;
+    bool soon = false;
+    pthread_mutex_lock(&lock);
     for (;;) {
-        uint64_t every = interval_ns() * 5;
-        struct timespec ts = {(time_t)(every / 1000000000ull),
-                              (long)(every % 1000000000ull)};
-        if (every < 10000000ull)
-            ts = (struct timespec){0, 10000000}; /* at most 100 times a second */
-        nanosleep(&ts, NULL);
+        uint64_t now = clock_ns(CLOCK_MONOTONIC);
+        uint64_t until = due > now ? due - now : 0;
+        wait_ns(soon && until > 10000000ull ? 10000000ull : until);
+        pthread_mutex_unlock(&lock);
         struct vgpu_region *r = account_region();
         pthread_mutex_lock(&lock);
         if (stopping) {
@@ -130,18 +165,38 @@ static void *watch(void *unused)
             return NULL;
         }
         own_state();
+        soon = ctx_guesses_settle();
+        now = clock_ns(CLOCK_MONOTONIC);
+        if (now < due)
+            continue; /* woken for the guesses only: NVML is not read */
+        due = now + period;
         for (int d = 0; r != NULL && d < VGPU_MAX_DEVICES; d++)
             if (next_ns[d] != 0 && vgpu_region_limit(r, d) > 0) {
                 reconcile(r, d, false);
                 pay(r, d);
             }
-        pthread_mutex_unlock(&lock);
     }
     return NULL;
 }
 
+void reconcile_wake(void)
+{
+    pthread_mutex_lock(&lock);
+    if (watcher_of == getpid()) { /* started: wake is made */
+        woken = true;
+        pthread_cond_signal(&wake);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 static void before_fork(void) { pthread_mutex_lock(&lock); }
 static void after_fork(void) { pthread_mutex_unlock(&lock); }
+
+static void after_fork_child(void)
+{
+    wake_init();
+    pthread_mutex_unlock(&lock);
+}
 
 /* At exit, before the library's destructor gives the slot back (atexit
  * handlers run before destructors): the watcher stops touching the region. */
@@ -149,12 +204,15 @@ static void stop_watcher(void)
 {
     pthread_mutex_lock(&lock);
     stopping = true;
+    if (watcher_of == getpid())
+        pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
 }
 
 static void register_fork_handlers(void)
 {
-    pthread_atfork(before_fork, after_fork, after_fork);
+    wake_init();
+    pthread_atfork(before_fork, after_fork, after_fork_child);
     atexit(stop_watcher);
 }
 

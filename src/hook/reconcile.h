@@ -20,4 +20,8 @@
  * them: the charge must be refused. */
 bool reconcile_before_charge(int dev, uint64_t bytes);
 
+/* Wake this process's reconciliation thread now (a context was charged
+ * at the guess: it settles it as soon as the size is measured). */
+void reconcile_wake(void);
+
 #endif

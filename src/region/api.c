@@ -137,22 +137,6 @@ uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
     return sum;
 }
 
-uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev)
-{
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
-        return 0;
-    /* Relaxed: a size, publishing nothing else. */
-    return atomic_load_n(&r->ext->context_bytes[dev], RELAXED);
-}
-
-void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t bytes)
-{
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r != NULL && r->base != NULL && dev >= 0 && dev < VGPU_MAX_DEVICES)
-        atomic_store_n(&r->ext->context_bytes[dev], bytes, RELAXED); /* a size */
-}
-
 int32_t vgpu_host_pid(void)
 {
     if (proc_host_pid_is_known())

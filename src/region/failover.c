@@ -261,8 +261,12 @@ static void carry_over(struct vgpu_region *t, const struct vgpu_region *r,
             uint64_t now = atomic_add(&t->ext->dev[d].used, sum, RELAXED) + sum;
             atomic_max_u64(&t->ext->dev[d].peak, now);
         }
-        uint64_t ctx = atomic_load_n(&r->ext->context_bytes[i], RELAXED); /* a size */
-        if (ctx != 0 && atomic_load_n(&t->ext->context_bytes[d], RELAXED) == 0)
+        /* A size, never a claim (its slot is r's, not t's); it may end a
+         * claim in t: a known size is what the claimer would publish. */
+        uint64_t ctx = region_context_size(
+            atomic_load_n(&r->ext->context_bytes[i], RELAXED));
+        if (ctx != 0 && region_context_size(atomic_load_n(
+                            &t->ext->context_bytes[d], RELAXED)) == 0)
             atomic_store_n(&t->ext->context_bytes[d], ctx, RELAXED); /* a size */
     }
 }

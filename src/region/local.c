@@ -67,7 +67,9 @@ void *local_build(const struct vgpu_region *r)
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         h->limit[d] = atomic_load_n(&r->limits[d], RELAXED); /* a copy */
         h->sm_limit[d] = atomic_load_n(&r->sm_limits[d], RELAXED);
-        e->context_bytes[d] = atomic_load_n(&r->context_bytes[d], RELAXED);
+        /* Sizes only: a claim names a slot of the file, not of this. */
+        e->context_bytes[d] =
+            region_context_size(atomic_load_n(&r->context_bytes[d], RELAXED));
         for (int i = 0; i < HAMI_UUID_LEN; i++)
             h->uuids[d][i] = r->uuids[d][i];
     }
@@ -136,8 +138,12 @@ void local_remember(struct vgpu_region *r)
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         atomic_store_n(&r->limits[d],
                        atomic_load_n(&r->hami->limit[d], RELAXED), RELAXED);
-        atomic_store_n(&r->context_bytes[d],
-                       atomic_load_n(&r->ext->context_bytes[d], RELAXED), RELAXED);
+        /* A size only: a claim (a measurement under way) is none, and
+         * must not replace a size remembered before. */
+        uint64_t ctx = region_context_size(
+            atomic_load_n(&r->ext->context_bytes[d], RELAXED));
+        if (ctx != 0)
+            atomic_store_n(&r->context_bytes[d], ctx, RELAXED);
         uint64_t pct = atomic_load_n(&r->hami->sm_limit[d], RELAXED);
         atomic_store_n(&r->sm_limits[d], pct >= 100 ? 0u : (uint32_t)pct, RELAXED);
     }

@@ -210,6 +210,12 @@ bool lifecycle_heal_alone(struct vgpu_region *r);
  * slot holds. True if a counter came down. */
 bool region_heal_alive(struct vgpu_region *r);
 
+/* Context sizes (ctxsize.c): v as a size (a claim is none: 0), for
+ * copies of the sizes; and claims dropped: all (no process is attached),
+ * or those that lapsed (this process is alone). */
+uint64_t region_context_size(uint64_t v);
+void region_context_claims_drop(struct vgpu_region *r, bool all);
+
 /* Region-wide heal when no process is attached (caller holds LOCK_ATTACH
  * for writing). */
 void region_heal(struct vgpu_region *r);

@@ -214,6 +214,8 @@ void region_heal(struct vgpu_region *r)
         }
     }
     atomic_store_n(&r->hami->procnum, 0, RELAXED);
+    /* A measurer killed mid-claim: nobody measures now (sizes stay). */
+    region_context_claims_drop(r, true);
     if (r->ops->init)
         r->ops->init(r); /* a dead holder's semaphore or rwlock, reset */
 }
@@ -239,5 +241,8 @@ bool region_heal_alive(struct vgpu_region *r)
             healed = true;
         }
     }
+    /* Claims of the processes reclaimed above lapse with them (a thread
+     * of ours may be measuring: its claim stays). */
+    region_context_claims_drop(r, false);
     return healed;
 }

@@ -699,6 +699,11 @@ EXPORT uint64_t fakegpu_device_peak(int physical)
     return __atomic_load_n(&fg_state()->dev[physical].peak, __ATOMIC_RELAXED);
 }
 
+EXPORT uint64_t fakegpu_nvml_process_lists(void)
+{
+    return __atomic_load_n(&fg_state()->nvml_process_lists, __ATOMIC_RELAXED);
+}
+
 EXPORT uint64_t fakegpu_process_used(int physical)
 {
     return __atomic_load_n(&fg_self()->used[physical], __ATOMIC_RELAXED);

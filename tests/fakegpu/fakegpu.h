@@ -58,6 +58,7 @@ struct fg_state {
     struct fg_device dev[FG_MAX_DEVICES];
     struct fg_proc procs[FG_MAX_PROCS];
     struct fg_timeline timeline[FG_MAX_DEVICES];
+    uint64_t nvml_process_lists; /* nvmlDeviceGetComputeRunningProcesses* calls */
 };
 
 /* state.c: the shared state. fg_state() maps it on first use. */

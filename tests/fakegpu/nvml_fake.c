@@ -135,6 +135,9 @@ static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, void *out,
     int dev = device_index(d);
     if (dev < 0 || count == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
+    /* Counted, refused ones too: how often vgpu reads the list (a test of
+     * who measures a context). Relaxed: a statistic. */
+    __atomic_add_fetch(&fg_state()->nvml_process_lists, 1, __ATOMIC_RELAXED);
     if (fg_should_fail("nvmlDeviceGetComputeRunningProcesses"))
         return NVML_ERROR_UNKNOWN;
     fg_reap();

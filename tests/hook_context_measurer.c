@@ -1,0 +1,276 @@
+/* One measurer per region and GPU (issue 9, start-up tail): while a
+ * context's size is unknown, the first process to create one measures it
+ * through NVML; the others create with the guess and never read NVML, and
+ * take the published size. Counted by the simulated NVML: one measurement
+ * is two readings of the process list, however many processes start
+ * together. A measurer killed or stopped mid-measurement does not keep
+ * the others waiting, and another process measures later. Contexts take
+ * 256 MiB here; reconciliation (which reads NVML too) is kept out of the
+ * way with a long VGPU_RECONCILE_MS. Each process has an alarm: a hang
+ * fails the test. */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "hook_util.h"
+
+#define CTX (256 * MiB)
+
+/* Poll cond every 10 ms until it holds (the alarms and the test's timeout
+ * bound it: a hang fails). */
+#define WAIT_UNTIL(cond)                                                       \
+    do {                                                                       \
+        while (!(cond))                                                        \
+            usleep(10000);                                                     \
+    } while (0)
+#define SLOW_MS "100000" /* a creation that never ends unless killed */
+
+static void fresh(const char *limit)
+{
+    hook_fresh(1, "8g", limit);
+    char n[32];
+    snprintf(n, sizeof n, "%llu", (unsigned long long)CTX);
+    setenv("FAKEGPU_CTX_BYTES", n, 1);
+    unsetenv("VGPU_CONTEXT_BYTES"); /* the size is measured, not told */
+    setenv("VGPU_RECONCILE_MS", "100000", 1);
+}
+
+/* region_used, or UINT64_MAX while there is no region yet. */
+static uint64_t counted(void)
+{
+    return access(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"), F_OK) == 0
+               ? region_used(0) : UINT64_MAX;
+}
+
+static uint64_t published(void)
+{
+    struct vgpu_region *r =
+        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
+    CHECK(r != NULL, "region readable");
+    uint64_t bytes = vgpu_region_context_bytes(r, 0);
+    vgpu_region_detach(r);
+    return bytes;
+}
+
+/* The write ends of the pipes that gate and hold starters: each starter
+ * closes its copies, so that the parent's close is everyone's end of file. */
+static int writers[2] = {-1, -1};
+
+/* A process that retains its primary context after reading end of file
+ * from gate; exits 0 with a context, 10 refused. Holds it until hold reads
+ * end of file (-1: exits at once). */
+static pid_t starter(int gate, int hold, const char *delay_ms)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid != 0)
+        return pid;
+    alarm(60); /* a hang fails */
+    for (int i = 0; i < 2; i++)
+        if (writers[i] >= 0)
+            close(writers[i]);
+    if (delay_ms)
+        setenv("FAKEGPU_CTX_DELAY_MS", delay_ms, 1);
+    else
+        unsetenv("FAKEGPU_CTX_DELAY_MS");
+    char c;
+    if (gate >= 0)
+        CHECK(read(gate, &c, 1) >= 0, "gate");
+    CU_OK(cuInit(0));
+    CUcontext ctx;
+    CUresult rc = cuDevicePrimaryCtxRetain(&ctx, 0);
+    CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY, "retain: %d",
+          (int)rc);
+    if (hold >= 0)
+        CHECK(read(hold, &c, 1) >= 0, "hold");
+    _exit(rc == CUDA_SUCCESS ? 0 : 10);
+}
+
+static int exit_code(pid_t pid)
+{
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "wait");
+    CHECK(WIFEXITED(status), "child %d ended by signal %d", (int)pid,
+          WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return WEXITSTATUS(status);
+}
+
+/* Eight processes start together in a fresh region: exactly one measures
+ * (two NVML readings), every context that fits is made, the driver never
+ * holds more than the limit, and the guesses come down to the size. */
+static void together(uint64_t limit)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)limit);
+    fresh(text);
+    int go[2], hold[2];
+    CHECK(pipe(go) == 0 && pipe(hold) == 0, "pipes");
+    writers[0] = go[1];
+    writers[1] = hold[1];
+    pid_t kids[8];
+    for (int i = 0; i < 8; i++)
+        kids[i] = starter(go[0], hold[0], "100"); /* creations overlap */
+    close(go[0]);
+    close(hold[0]);
+    close(go[1]); /* go */
+    /* All eight hold a context (they fit): every guess settles to the
+     * size (the last waiter needs the others' guesses back to fit). */
+    WAIT_UNTIL(counted() == 8 * CTX);
+    uint64_t lists = fakegpu_nvml_process_lists(), peak = fakegpu_device_peak(0);
+    close(hold[1]);
+    writers[0] = writers[1] = -1;
+    int made = 0;
+    for (int i = 0; i < 8; i++)
+        made += exit_code(kids[i]) == 0;
+    printf("  8 together under %llu MiB: %d contexts, %llu NVML list readings, "
+           "driver peak %llu MiB\n", (unsigned long long)(limit / MiB), made,
+           (unsigned long long)lists, (unsigned long long)(peak / MiB));
+    CHECK(made == 8, "all 8 contexts fit: %d made", made);
+    CHECK(lists == 2, "one measurement (2 readings), not %llu readings",
+          (unsigned long long)lists);
+    CHECK(peak <= limit, "the driver held more than the limit");
+    CHECK(published() == CTX, "the size is published");
+    /* They ended with _exit: their slots come back as dead ones. */
+    struct vgpu_region *r =
+        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
+    CHECK(r != NULL, "region readable");
+    vgpu_region_reclaim(r);
+    CHECK(vgpu_region_used(r, 0) == 0, "all returned: %llu MiB",
+          (unsigned long long)(vgpu_region_used(r, 0) / MiB));
+    vgpu_region_detach(r);
+}
+
+static void together_roomy(void) { together(8 * GiB); }
+static void together_tight(void) { together(4 * GiB); } /* guesses wait */
+
+/* A measurer in the middle of its measurement: it has read NVML once and
+ * its context creation never ends. */
+static pid_t stuck_measurer(void)
+{
+    pid_t a = starter(-1, -1, SLOW_MS);
+    WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
+    return a;
+}
+
+/* Killed mid-measurement: its claim dies with it; the next measures. */
+static void killed_measurer(void)
+{
+    fresh("4g");
+    pid_t a = stuck_measurer();
+    CHECK(kill(a, SIGKILL) == 0, "kill");
+    int status;
+    CHECK(waitpid(a, &status, 0) == a, "wait");
+    pid_t b = starter(-1, -1, NULL);
+    CHECK(exit_code(b) == 0, "the next process gets its context");
+    uint64_t lists = fakegpu_nvml_process_lists();
+    printf("  measurer killed: the next one measured (%llu readings in all), "
+           "size %llu MiB\n", (unsigned long long)lists,
+           (unsigned long long)(published() / MiB));
+    CHECK(lists == 3, "the next process measured: %llu readings",
+          (unsigned long long)lists);
+    CHECK(published() == CTX, "and published the size");
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Stopped mid-measurement: the others create meanwhile without measuring
+ * (no wait); once the claim is older than its bound (5 s), the next
+ * process measures. */
+static void stopped_measurer(void)
+{
+    fresh("4g");
+    pid_t a = stuck_measurer();
+    uint64_t claimed = now_ms();
+    CHECK(kill(a, SIGSTOP) == 0, "stop");
+    pid_t b = starter(-1, -1, NULL);
+    CHECK(exit_code(b) == 0, "a process gets its context meanwhile");
+    CHECK(fakegpu_nvml_process_lists() == 1, "without measuring: %llu readings",
+          (unsigned long long)fakegpu_nvml_process_lists());
+    CHECK(published() == 0, "nothing published yet");
+    while (now_ms() < claimed + 5500) /* the claim lapses */
+        usleep(100000);
+    pid_t c = starter(-1, -1, NULL);
+    CHECK(exit_code(c) == 0, "a later process gets its context");
+    uint64_t lists = fakegpu_nvml_process_lists();
+    printf("  measurer stopped: one process created meanwhile without "
+           "measuring; a later one measured (%llu readings in all)\n",
+           (unsigned long long)lists);
+    CHECK(lists == 3, "the later process measured: %llu readings",
+          (unsigned long long)lists);
+    CHECK(published() == CTX, "and published the size");
+    CHECK(kill(a, SIGKILL) == 0, "kill");
+    CHECK(waitpid(a, NULL, 0) == a, "wait");
+}
+
+/* Stopped mid-measurement, holding its guess, which is the whole limit:
+ * the next process's guess does not fit, it waits for a measurement that
+ * does not come, a bounded time, and is refused (never created over the
+ * limit, never hung). */
+static void stopped_measurer_waiter(void)
+{
+    fresh("1g");
+    pid_t a = stuck_measurer();
+    CHECK(kill(a, SIGSTOP) == 0, "stop");
+    pid_t b = starter(-1, -1, NULL);
+    CHECK(exit_code(b) == 10, "refused after a bounded wait");
+    printf("  measurer stopped with the limit held: the next process was "
+           "refused after its bounded wait, driver peak %llu MiB\n",
+           (unsigned long long)(fakegpu_device_peak(0) / MiB));
+    CHECK(fakegpu_device_peak(0) <= GiB, "the driver held more than the limit");
+    CHECK(kill(a, SIGKILL) == 0, "kill");
+    CHECK(waitpid(a, NULL, 0) == a, "wait");
+}
+
+/* Each scenario its own simulated machine and region file, so that two
+ * ctest entries of this program may run at once. */
+static void own_files(const char *scenario)
+{
+    const char *names[] = {"FAKEGPU_STATE", "CUDA_DEVICE_MEMORY_SHARED_CACHE"};
+    for (int i = 0; i < 2; i++) {
+        const char *was = getenv(names[i]);
+        CHECK(was != NULL, "%s must be set", names[i]);
+        char path[4200];
+        snprintf(path, sizeof path, "%s.%s", was, scenario);
+        setenv(names[i], path, 1);
+    }
+}
+
+static void in_child(const char *name, void (*scenario)(void))
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        own_files(name);
+        scenario();
+        fflush(stdout);
+        _exit(0);
+    }
+    CHECK(exit_code(pid) == 0, "scenario %s failed", name);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        void (*run)(void);
+        bool by_name_only; /* a ctest entry of its own (its wait is long) */
+    } scenarios[] = {{"roomy", together_roomy, false},
+                     {"tight", together_tight, false},
+                     {"killed", killed_measurer, false},
+                     {"stopped", stopped_measurer, false},
+                     {"waiter", stopped_measurer_waiter, true}};
+    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
+        if (argc < 2 ? !scenarios[i].by_name_only
+                     : strcmp(argv[1], scenarios[i].name) == 0)
+            in_child(scenarios[i].name, scenarios[i].run);
+    printf("hook_context_measurer: ok\n");
+    return 0;
+}
