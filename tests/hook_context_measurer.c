@@ -228,6 +228,55 @@ static void stopped_measurer_waiter(void)
     CHECK(waitpid(a, NULL, 0) == a, "wait");
 }
 
+/* Processes that create while another measures hold the guess; their
+ * first allocation, made before the size is published and refused for
+ * the guesses' sake, waits for the measurement instead (the driver never
+ * holds more than the limit meanwhile). */
+static void allocate_before_published(void)
+{
+    fresh("4g");
+    pid_t a = starter(-1, -1, "2000"); /* the measurer: a slow creation */
+    WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
+    int ready[2], go[2];
+    CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipes");
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++) {
+        fflush(stdout);
+        kids[i] = fork();
+        CHECK(kids[i] >= 0, "fork");
+        if (kids[i] == 0) {
+            alarm(60);
+            close(go[1]);
+            unsetenv("FAKEGPU_CTX_DELAY_MS");
+            CUcontext ctx = fakegpu_context(0); /* with the guess: 1 GiB */
+            (void)ctx;
+            char c = 'r';
+            CHECK(write(ready[1], &c, 1) == 1, "ready");
+            CHECK(read(go[0], &c, 1) == 0, "all hold their guess");
+            CUdeviceptr p;
+            _exit(cuMemAlloc_v2(&p, 448 * MiB) == CUDA_SUCCESS ? 0 : 10);
+        }
+    }
+    close(go[0]);
+    for (int i = 0; i < 3; i++) {
+        char c;
+        CHECK(read(ready[0], &c, 1) == 1, "a context");
+    }
+    CHECK(published() == 0, "not measured yet");
+    close(go[1]); /* the limit is full of guesses: allocate */
+    int granted = 0;
+    for (int i = 0; i < 3; i++)
+        granted += exit_code(kids[i]) == 0;
+    CHECK(exit_code(a) == 0, "the measurer");
+    printf("  allocations while the measurement is under way: %d of 3 granted, "
+           "%llu NVML readings, driver peak %llu MiB\n", granted,
+           (unsigned long long)fakegpu_nvml_process_lists(),
+           (unsigned long long)(fakegpu_device_peak(0) / MiB));
+    CHECK(granted == 3, "4 x 256 MiB contexts and 3 x 448 MiB fit in 4 GiB");
+    CHECK(fakegpu_nvml_process_lists() == 2, "one measurement");
+    CHECK(fakegpu_device_peak(0) <= 4 * GiB, "the driver held more than the limit");
+}
+
 /* Each scenario its own simulated machine and region file, so that two
  * ctest entries of this program may run at once. */
 static void own_files(const char *scenario)
@@ -264,6 +313,7 @@ int main(int argc, char **argv)
         bool by_name_only; /* a ctest entry of its own (its wait is long) */
     } scenarios[] = {{"roomy", together_roomy, false},
                      {"tight", together_tight, false},
+                     {"alloc", allocate_before_published, false},
                      {"killed", killed_measurer, false},
                      {"stopped", stopped_measurer, false},
                      {"waiter", stopped_measurer_waiter, true}};

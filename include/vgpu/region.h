@@ -148,6 +148,8 @@ void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t byte
  * seconds (a stopped measurer) lapses: the next creator claims it. */
 uint64_t vgpu_region_claim_context(struct vgpu_region *r, int dev);
 void vgpu_region_unclaim_context(struct vgpu_region *r, int dev, uint64_t claim);
+/* True while a live claim is there (someone is measuring dev's size). */
+bool vgpu_region_context_measuring(struct vgpu_region *r, int dev);
 
 /* Bytes this process has charged on dev (its slot's total). */
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev);

@@ -26,13 +26,17 @@ bool charge_begin(struct charge *c, int dev, uint64_t bytes,
      * says they do not take, before it counts against this charge. */
     if (r != NULL)
         ctx_guesses_settle();
+    int guessed = r != NULL ? ctx_guesses_pending() : 0;
     /* What the driver holds beyond the charges counts first. */
     if (r != NULL && !reconcile_before_charge(c->dev, bytes))
         return false;
     /* Refused: what this process's pools (stream-ordered and graph) cache
-     * goes back first, once. */
+     * goes back first, once; then what its contexts charged at the guess
+     * do not take, once the measurement under way says so. */
     if (r != NULL && !vgpu_region_try_charge(r, c->dev, bytes, kind) &&
         !(pools_give_back(c->dev) + graphmem_give_back(c->dev) > 0 &&
+          vgpu_region_try_charge(r, c->dev, bytes, kind)) &&
+        !(ctx_guesses_wait(guessed) &&
           vgpu_region_try_charge(r, c->dev, bytes, kind)))
         return false;
     in_driver++;

@@ -27,6 +27,7 @@
  * threads of this process do not both charge it. Nested driver calls never
  * take it (they pass through before). */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread bool in_retain; /* this thread holds `lock` in a retain */
 static struct primary {
     unsigned retains;
     bool live;        /* created and charged, not reset or released since */
@@ -56,21 +57,62 @@ static void guess_clear(struct primary *p)
     }
 }
 
-bool ctx_guesses_settle(void)
+/* With `lock` held: settle what can be. */
+static void settle_locked(void)
 {
-    if (atomic_load_n(&guesses, RELAXED) == 0) /* a hint, see above */
-        return false;
-    if (pthread_mutex_trylock(&lock) != 0)
-        return true; /* a retain is under way (maybe ours): look later */
     bool mine = guess_pid == getpid();
     for (int d = 0; d < VGPU_MAX_DEVICES && guesses > 0; d++) {
         struct primary *p = &primaries[d];
         if (p->guess && (!mine || ctx_charge_settle(d, &p->charged)))
             guess_clear(p);
     }
+}
+
+bool ctx_guesses_settle(void)
+{
+    if (atomic_load_n(&guesses, RELAXED) == 0) /* a hint, see above */
+        return false;
+    if (pthread_mutex_trylock(&lock) != 0)
+        return true; /* a retain is under way (maybe ours): look later */
+    settle_locked();
     bool recent = guesses > 0 && clock_ns(CLOCK_MONOTONIC) - guess_ns < GUESS_RECENT_NS;
     pthread_mutex_unlock(&lock);
     return recent;
+}
+
+/* With `lock` held: is some process measuring a pending guess's size? */
+static bool measuring(void)
+{
+    struct vgpu_region *r = account_region();
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        if (primaries[d].guess && vgpu_region_context_measuring(r, d))
+            return true;
+    return false;
+}
+
+int ctx_guesses_pending(void)
+{
+    return atomic_load_n(&guesses, RELAXED); /* a hint, see above */
+}
+
+bool ctx_guesses_wait(int had)
+{
+    if (had == 0 || in_retain)
+        return false; /* a retain waits its own way (ctxcharge.c) */
+    const struct timespec ms = {0, 1000 * 1000};
+    uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + GUESS_RECENT_NS;
+    for (;;) {
+        pthread_mutex_lock(&lock); /* held briefly, never across a wait */
+        settle_locked();
+        bool settled = guesses < had; /* by us, or the watcher meanwhile */
+        bool wait = !settled && guess_pid == getpid() && measuring();
+        pthread_mutex_unlock(&lock);
+        if (settled)
+            return true;
+        if (!wait || clock_ns(CLOCK_MONOTONIC) >= deadline)
+            return false;
+        nanosleep(&ms, NULL);
+    }
 }
 
 static void release_primary(uint64_t dev)
@@ -90,6 +132,7 @@ EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     if (!accounted(dev))
         return REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
     pthread_mutex_lock(&lock);
+    in_retain = true;
     struct primary *p = &primaries[dev];
     CUresult rc;
     if (p->live) {
@@ -119,6 +162,7 @@ EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     if (rc == CUDA_SUCCESS)
         p->retains++;
     bool guessed = p->guess;
+    in_retain = false;
     pthread_mutex_unlock(&lock);
     if (guessed)
         reconcile_wake(); /* it settles the guess when the size comes */

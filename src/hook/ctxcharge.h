@@ -62,4 +62,16 @@ bool ctx_charge_settle(int dev, uint64_t *charged);
  * still pending and recent (the caller may look again soon). */
 bool ctx_guesses_settle(void);
 
+/* How many of this process's primary contexts are charged at the guess
+ * (a hint: read before a charge, for ctx_guesses_wait). */
+int ctx_guesses_pending(void);
+
+/* A charge of this process was refused while `had` of its primary
+ * contexts were charged at the guess: settle them, waiting for the
+ * measurement while another process's claim on it is alive (polls every
+ * millisecond, at most 10 s), and return true if one came down since
+ * (try the charge again). False at once where there was none, or on the
+ * thread of a retain (it waits its own way). */
+bool ctx_guesses_wait(int had);
+
 #endif

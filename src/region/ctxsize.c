@@ -138,6 +138,23 @@ uint64_t vgpu_region_claim_context(struct vgpu_region *r, int dev)
     return mine;
 }
 
+bool vgpu_region_context_measuring(struct vgpu_region *r, int dev)
+{
+    if (r == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES ||
+        lifecycle_enter(r) != GATE_OPEN)
+        return false;
+    region_op_enter(r);
+    int at = region_index(r, dev); /* inside the gate, as charges do */
+    bool live = false;
+    if (at >= 0 && at < VGPU_MAX_DEVICES) {
+        uint64_t cur = atomic_load_n(&r->ext->context_bytes[at], RELAXED);
+        live = is_claim(cur) && claim_alive(r, cur);
+    }
+    region_op_exit(r);
+    lifecycle_leave(r);
+    return live;
+}
+
 void vgpu_region_unclaim_context(struct vgpu_region *r, int dev, uint64_t claim_word)
 {
     dev = region_index(r, dev); /* the process's number -> the region's */
