@@ -36,11 +36,16 @@ static void fresh(const char *limit)
     setenv("VGPU_RECONCILE_MS", "100000", 1);
 }
 
-/* region_used, or UINT64_MAX while there is no region yet. */
+/* region_used, or UINT64_MAX while there is no region yet (or it is
+ * still being made). */
 static uint64_t counted(void)
 {
-    return access(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"), F_OK) == 0
-               ? region_used(0) : UINT64_MAX;
+    const char *path = getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE");
+    struct vgpu_region *r =
+        access(path, F_OK) == 0 ? vgpu_region_open_existing(path) : NULL;
+    uint64_t used = r != NULL ? vgpu_region_used(r, 0) : UINT64_MAX;
+    vgpu_region_detach(r);
+    return used;
 }
 
 static uint64_t published(void)

@@ -116,6 +116,11 @@ static bool pay(struct vgpu_region *r, int dev)
  * anew (the parent's watcher, its waiter, does not exist there). */
 static pthread_cond_t wake;
 static bool woken;
+/* Set without the lock by a waker that found it taken (the watcher is
+ * mid-round: reading NVML may take long, and a waker is on a context
+ * creation's path). The watcher looks at it before it waits (relaxed: a
+ * flag; the guesses it is about are read under their own lock). */
+static int wake_later;
 
 static void wake_init(void)
 {
@@ -133,9 +138,11 @@ static void wait_ns(uint64_t ns)
     uint64_t until = clock_ns(CLOCK_MONOTONIC) + ns;
     struct timespec ts = {(time_t)(until / 1000000000ull),
                           (long)(until % 1000000000ull)};
-    while (!woken && !stopping && clock_ns(CLOCK_MONOTONIC) < until)
+    while (!woken && !stopping && !atomic_load_n(&wake_later, RELAXED) &&
+           clock_ns(CLOCK_MONOTONIC) < until)
         pthread_cond_timedwait(&wake, &lock, &ts);
     woken = false;
+    atomic_store_n(&wake_later, 0, RELAXED); /* a flag, see above */
 }
 
 /* At rest no charge comes to reconcile: a thread of this process does it
@@ -181,7 +188,13 @@ static void *watch(void *unused)
 
 void reconcile_wake(void)
 {
-    pthread_mutex_lock(&lock);
+    if (pthread_mutex_trylock(&lock) != 0) {
+        /* Mid-round: seen before its next wait. (Set just as it begins
+         * that wait, it is seen at the next round: 10 ms while a guess is
+         * pending and recent, else five intervals.) */
+        atomic_store_n(&wake_later, 1, RELAXED); /* a flag, see above */
+        return;
+    }
     if (watcher_of == getpid()) { /* started: wake is made */
         woken = true;
         pthread_cond_signal(&wake);
