@@ -63,9 +63,9 @@ static uint64_t published(void)
 static int writers[2] = {-1, -1};
 
 /* A process that retains its primary context after reading end of file
- * from gate; exits 0 with a context, 10 refused. Holds it until hold reads
- * end of file (-1: exits at once). */
-static pid_t starter(int gate, int hold, const char *delay_ms)
+ * from gate, then writes a byte to ready; exits 0 with a context, 10
+ * refused. Holds it until hold reads end of file (-1: exits at once). */
+static pid_t starter(int gate, int hold, int ready, const char *delay_ms)
 {
     fflush(stdout);
     pid_t pid = fork();
@@ -88,6 +88,9 @@ static pid_t starter(int gate, int hold, const char *delay_ms)
     CUresult rc = cuDevicePrimaryCtxRetain(&ctx, 0);
     CHECK(rc == CUDA_SUCCESS || rc == CUDA_ERROR_OUT_OF_MEMORY, "retain: %d",
           (int)rc);
+    c = rc == CUDA_SUCCESS ? 'y' : 'n';
+    if (ready >= 0)
+        CHECK(write(ready, &c, 1) == 1, "ready");
     if (hold >= 0)
         CHECK(read(hold, &c, 1) >= 0, "hold");
     _exit(rc == CUDA_SUCCESS ? 0 : 10);
@@ -110,18 +113,23 @@ static void together(uint64_t limit)
     char text[32];
     snprintf(text, sizeof text, "%llu", (unsigned long long)limit);
     fresh(text);
-    int go[2], hold[2];
-    CHECK(pipe(go) == 0 && pipe(hold) == 0, "pipes");
+    int go[2], hold[2], ready[2];
+    CHECK(pipe(go) == 0 && pipe(hold) == 0 && pipe(ready) == 0, "pipes");
     writers[0] = go[1];
     writers[1] = hold[1];
     pid_t kids[8];
     for (int i = 0; i < 8; i++)
-        kids[i] = starter(go[0], hold[0], "100"); /* creations overlap */
+        kids[i] = starter(go[0], hold[0], ready[1], "100"); /* creations overlap */
     close(go[0]);
     close(hold[0]);
     close(go[1]); /* go */
-    /* All eight hold a context (they fit): every guess settles to the
-     * size (the last waiter needs the others' guesses back to fit). */
+    /* All eight hold a context (they fit; the last waiters need the
+     * others' guesses back): every guess settles to the size. */
+    for (int i = 0; i < 8; i++) {
+        char c;
+        CHECK(read(ready[0], &c, 1) == 1, "a starter's answer");
+        CHECK(c == 'y', "every context fits, one was refused");
+    }
     WAIT_UNTIL(counted() == 8 * CTX);
     uint64_t lists = fakegpu_nvml_process_lists(), peak = fakegpu_device_peak(0);
     close(hold[1]);
@@ -154,7 +162,7 @@ static void together_tight(void) { together(4 * GiB); } /* guesses wait */
  * its context creation never ends. */
 static pid_t stuck_measurer(void)
 {
-    pid_t a = starter(-1, -1, SLOW_MS);
+    pid_t a = starter(-1, -1, -1, SLOW_MS);
     WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
     return a;
 }
@@ -167,7 +175,7 @@ static void killed_measurer(void)
     CHECK(kill(a, SIGKILL) == 0, "kill");
     int status;
     CHECK(waitpid(a, &status, 0) == a, "wait");
-    pid_t b = starter(-1, -1, NULL);
+    pid_t b = starter(-1, -1, -1, NULL);
     CHECK(exit_code(b) == 0, "the next process gets its context");
     uint64_t lists = fakegpu_nvml_process_lists();
     printf("  measurer killed: the next one measured (%llu readings in all), "
@@ -194,14 +202,14 @@ static void stopped_measurer(void)
     pid_t a = stuck_measurer();
     uint64_t claimed = now_ms();
     CHECK(kill(a, SIGSTOP) == 0, "stop");
-    pid_t b = starter(-1, -1, NULL);
+    pid_t b = starter(-1, -1, -1, NULL);
     CHECK(exit_code(b) == 0, "a process gets its context meanwhile");
     CHECK(fakegpu_nvml_process_lists() == 1, "without measuring: %llu readings",
           (unsigned long long)fakegpu_nvml_process_lists());
     CHECK(published() == 0, "nothing published yet");
     while (now_ms() < claimed + 5500) /* the claim lapses */
         usleep(100000);
-    pid_t c = starter(-1, -1, NULL);
+    pid_t c = starter(-1, -1, -1, NULL);
     CHECK(exit_code(c) == 0, "a later process gets its context");
     uint64_t lists = fakegpu_nvml_process_lists();
     printf("  measurer stopped: one process created meanwhile without "
@@ -223,7 +231,7 @@ static void stopped_measurer_waiter(void)
     fresh("1g");
     pid_t a = stuck_measurer();
     CHECK(kill(a, SIGSTOP) == 0, "stop");
-    pid_t b = starter(-1, -1, NULL);
+    pid_t b = starter(-1, -1, -1, NULL);
     CHECK(exit_code(b) == 10, "refused after a bounded wait");
     printf("  measurer stopped with the limit held: the next process was "
            "refused after its bounded wait, driver peak %llu MiB\n",
@@ -240,7 +248,7 @@ static void stopped_measurer_waiter(void)
 static void allocate_before_published(void)
 {
     fresh("4g");
-    pid_t a = starter(-1, -1, "2000"); /* the measurer: a slow creation */
+    pid_t a = starter(-1, -1, -1, "2000"); /* the measurer: a slow creation */
     WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
     int ready[2], go[2];
     CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipes");
