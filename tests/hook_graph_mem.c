@@ -12,6 +12,7 @@
  *    cache until trimmed;
  *  - a captured cuMemAllocAsync is a memory node: charged at the launch;
  *  - threads launching graphs together never take the driver past it;
+ *  - a graph whose nodes cannot be read is charged after its launches;
  *  - a pool that grows by larger chunks than estimated is learned;
  *  - trim and destruction bring the charge back to zero. */
 #define _GNU_SOURCE
@@ -246,6 +247,21 @@ static void threads(void)
           (unsigned long long)(region_used(0) / MiB));
 }
 
+/* A graph whose nodes cannot be read: charged what the pool took after
+ * each launch. */
+static void blind(CUstream s)
+{
+    setenv("FAKEGPU_FAIL", "cuGraphGetNodes", 1);
+    CUgraphExec exec = alloc_graph(256 * MiB, true, NULL);
+    unsetenv("FAKEGPU_FAIL");
+    CU_OK(cuGraphLaunch(exec, s));
+    check_charged("a blind graph launched");
+    CHECK(region_used(0) == 256 * MiB, "its pool charged after the launch");
+    CU_OK(cuGraphExecDestroy(exec));
+    CU_OK(cuDeviceGraphMemTrim(0));
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
+}
+
 /* A driver whose graph pool grows by larger chunks than estimated (256 MiB
  * here): its first growth is charged after the launch; from then on the
  * launch reserves that much before the driver can take it. */
@@ -280,6 +296,7 @@ int main(void)
     outlives(s);
     captured(s);
     threads();
+    blind(s);
     chunks(s);
     CU_OK(cuStreamDestroy_v2(s));
     printf("hook_graph_mem: ok\n");

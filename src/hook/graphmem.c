@@ -183,8 +183,9 @@ static void set_charged(int dev, uint64_t bytes)
 
 /* Set dev's charge to what its pool reserves plus what launches in the
  * driver have reserved (caller holds the lock). A pool whose size cannot be
- * read keeps its charge. */
-static void settle(int dev)
+ * read keeps its charge. learn: a launch that reserved on dev just
+ * returned, so growth past the charge is its estimate's shortfall. */
+static void settle(int dev, bool learn)
 {
     cuuint64_t reserved = 0;
     if (REAL(cuDeviceGetGraphMemAttribute) == NULL ||
@@ -204,7 +205,7 @@ static void settle(int dev)
         /* Past what its launches reserved: the driver took more than the
          * estimate; count it (the next charge will find the limit full),
          * and reserve that much more from now on. */
-        if (target - charged[dev] > slack[dev])
+        if (learn && target - charged[dev] > slack[dev])
             slack[dev] = target - charged[dev];
         if (!vgpu_region_try_charge(r, dev, target - charged[dev], VGPU_CHARGE_DATA)) {
             static int warned;
@@ -233,7 +234,7 @@ static void settle_devices(const struct need *n, bool launched)
         if (launched)
             pending[d] -= n->bytes[d];
         if (n->bytes[d] > 0 || d < count)
-            settle(d);
+            settle(d, launched && n->bytes[d] > 0);
     }
     pthread_mutex_unlock(&lock);
 }
@@ -288,7 +289,7 @@ uint64_t graphmem_give_back(int dev)
     REAL(cuDeviceGraphMemTrim)(dev);
     lock_graphs();
     uint64_t before = charged[dev];
-    settle(dev);
+    settle(dev, false);
     uint64_t after = charged[dev];
     pthread_mutex_unlock(&lock);
     return before > after ? before - after : 0;
@@ -456,7 +457,7 @@ static void settle_device(CUresult rc, CUdevice dev)
     if (rc != CUDA_SUCCESS || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return;
     lock_graphs();
-    settle(dev);
+    settle(dev, false);
     pthread_mutex_unlock(&lock);
 }
 

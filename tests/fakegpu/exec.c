@@ -443,6 +443,8 @@ EXPORT CUresult cuGraphGetNodes(CUgraph graph, CUgraphNode *nodes, size_t *count
     struct fg_graph *g = (struct fg_graph *)graph;
     if (g == NULL || count == NULL)
         return CUDA_ERROR_INVALID_VALUE;
+    if (fg_should_fail("cuGraphGetNodes"))
+        return CUDA_ERROR_UNKNOWN;
     if (nodes != NULL)
         for (size_t i = 0; i < *count && i < (size_t)g->nnodes; i++)
             nodes[i] = (CUgraphNode)g->nodes[i];
