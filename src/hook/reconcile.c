@@ -2,6 +2,7 @@
 #include "hook/reconcile.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <time.h>
@@ -151,9 +152,9 @@ static void wait_ns(uint64_t ns)
  * brings contexts charged at the guess to the measured size: every 10 ms
  * while one is pending and recent, as other processes may be waiting for
  * that room. */
-static void *watch(void *unused)
+static void *watch(void *started)
 {
-    (void)unused;
+    sem_post(started); /* see start_watcher */
     uint64_t period = interval_ns() * 5;
     if (period < 10000000ull)
         period = 10000000ull; /* at most 100 times a second */
@@ -243,8 +244,18 @@ static void start_watcher(void)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, watch, NULL) != 0)
+    /* Returns once the thread runs, `lock` held, which before_fork takes:
+     * a fork cannot copy the sanitizers' allocator locks that the thread's
+     * start holds into a child (whose malloc or exit-time leak check would
+     * then wait forever). */
+    sem_t started;
+    sem_init(&started, 0, 0);
+    if (pthread_create(&t, &attr, watch, &started) == 0)
+        while (sem_wait(&started) != 0) /* EINTR */
+            ;
+    else
         log_debug("no reconciliation thread: only charges reconcile");
+    sem_destroy(&started);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }

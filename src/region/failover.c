@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,14 +393,25 @@ static pthread_mutex_t watcher_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t watcher_pid; /* the process whose watcher runs (under watcher_lock) */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-/* No move is half-done at fork: the child's copy of move_lock is free. */
-static void before_fork(void) { pthread_mutex_lock(&move_lock); }
-static void after_fork(void) { pthread_mutex_unlock(&move_lock); }
+/* No move is half-done at fork: the child's copy of move_lock is free. Nor
+ * is a watcher half-started (start_watcher holds watcher_lock until it runs;
+ * move_lock is taken first, as a rejoin that attaches does). */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&move_lock);
+    pthread_mutex_lock(&watcher_lock);
+}
+
+static void after_fork(void)
+{
+    pthread_mutex_unlock(&watcher_lock);
+    pthread_mutex_unlock(&move_lock);
+}
 static void install_atfork(void) { pthread_atfork(before_fork, after_fork, after_fork); }
 
-static void *watch(void *unused)
+static void *watch(void *started)
 {
-    (void)unused;
+    sem_post(started); /* see start_watcher */
     for (;;) {
         struct timespec ts = {CHECK_MS / 1000, (CHECK_MS % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -449,11 +461,21 @@ static void start_watcher(void)
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&attr, 64 * 1024);
+        /* Returns once the thread runs: the sanitizers' allocator locks
+         * that its start takes are free again, so a fork cannot copy them
+         * held into a child (whose malloc or exit-time leak check would
+         * then wait forever). */
         pthread_t t;
-        if (pthread_create(&t, &attr, watch, NULL) == 0)
+        sem_t started;
+        sem_init(&started, 0, 0);
+        if (pthread_create(&t, &attr, watch, &started) == 0) {
+            while (sem_wait(&started) != 0) /* EINTR */
+                ;
             watcher_pid = getpid();
-        else
+        } else {
             log_warn("no watcher thread: a process moves only when it charges");
+        }
+        sem_destroy(&started);
         pthread_attr_destroy(&attr);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
