@@ -1,6 +1,7 @@
 /* The compute budget's token bucket, alone, at chosen times: a new bucket
  * starts empty, refills at cap x wall time up to the burst, debt makes
- * launches wait exactly until it is repaid, each interval is credited once,
+ * launches wait exactly until it is repaid and the resume level has come
+ * in, and not before (other processes included), each interval is credited once,
  * and a damaged or stale bucket never holds launches without bound. */
 #include <stdint.h>
 
@@ -17,16 +18,28 @@ int main(void)
     CHECK(vgpu_sm_budget_wait(&b, 100, t) == 0, "100 %%: never waits");
     CHECK(vgpu_sm_budget_wait(&b, 30, t) > 0, "a new bucket starts empty");
     CHECK(b.tokens == 0 && b.refilled_at == t, "started at t");
+    CHECK(!vgpu_sm_budget_ready(&b, t + 1 * MS), "paused: not ready");
+    CHECK(vgpu_sm_budget_wait(&b, 30, t + 1 * MS) > 0,
+          "0.3 ms in: below the resume level, still held");
+    CHECK(b.tokens > 0 && !vgpu_sm_budget_ready(&b, t + 1 * MS),
+          "tokens but paused: another process's first look holds it too");
     CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS) == 0, "10 ms later: go");
+    CHECK(vgpu_sm_budget_ready(&b, t + 10 * MS), "resumed: ready");
     CHECK(b.tokens == (int64_t)(3 * MS), "10 ms at 30 %% = 3 ms (%lld)",
           (long long)b.tokens);
     CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS) == 0 && b.tokens == (int64_t)(3 * MS),
           "the same interval is not credited twice");
     vgpu_sm_budget_charge(&b, 9 * MS); /* a 9 ms kernel: 6 ms of debt */
     uint64_t wait = vgpu_sm_budget_wait(&b, 30, t + 10 * MS);
-    CHECK(wait >= 20 * MS && wait <= 20 * MS + 10, "6 ms of debt at 30 %% = "
-          "20 ms of waiting (%llu)", (unsigned long long)wait);
-    CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS + wait) == 0, "repaid after it");
+    uint64_t want = (6 * MS + VGPU_SM_RESUME_NS) * 100 / 30;
+    CHECK(wait >= want && wait <= want + 10, "6 ms of debt and the resume "
+          "level at 30 %% = %llu ns of waiting (%llu)",
+          (unsigned long long)want, (unsigned long long)wait);
+    CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS + wait / 2) > 0,
+          "repaid but below the resume level: held");
+    CHECK(vgpu_sm_budget_wait(&b, 30, t + 10 * MS + wait + 10) == 0,
+          "resumed after it (10 ns for the refills' rounding)");
+    CHECK(b.tokens >= VGPU_SM_RESUME_NS, "resumed holding the level");
     CHECK(vgpu_sm_budget_charged(&b) == 9 * MS, "charged counted");
     /* Idle for a minute: at most the burst is kept. */
     vgpu_sm_budget_wait(&b, 30, t + 60000 * MS);
@@ -42,8 +55,16 @@ int main(void)
     CHECK(bad.refilled_at == t && bad.tokens == 0, "reset to now, empty");
     bad.tokens = INT64_MIN / 2;
     wait = vgpu_sm_budget_wait(&bad, 50, t + MS);
-    CHECK(wait <= (uint64_t)VGPU_SM_MAX_DEBT_NS * 2 + 10,
+    CHECK(wait <= (uint64_t)(VGPU_SM_MAX_DEBT_NS + VGPU_SM_RESUME_NS) * 2 + 10,
           "debt bounded: wait %llu ns", (unsigned long long)wait);
+    /* A 1 % cap's ceiling (2.5 ms) is above the level; a tiny one resumes
+     * at its ceiling rather than never. */
+    struct vgpu_sm_budget low = {0};
+    vgpu_sm_budget_wait(&low, 1, t);
+    wait = vgpu_sm_budget_wait(&low, 1, t);
+    CHECK(wait > 0 && wait <= (uint64_t)VGPU_SM_BURST_NS + 100,
+          "1 %%: the hold ends within one burst (%llu)", (unsigned long long)wait);
+    CHECK(vgpu_sm_budget_wait(&low, 1, t + wait) == 0, "and then goes");
     printf("region_sm_budget: ok\n");
     return 0;
 }

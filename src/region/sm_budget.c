@@ -53,23 +53,42 @@ static void refill(struct vgpu_sm_budget *b, uint32_t pct, uint64_t now)
     } while (!atomic_cas(&b->tokens, &cur, next, RELAXED, RELAXED));
 }
 
+/* GPU-ns the bucket must hold before a paused container resumes. */
+static int64_t resume_level(uint32_t pct)
+{
+    int64_t max = ceiling(pct);
+    return VGPU_SM_RESUME_NS < max ? VGPU_SM_RESUME_NS : max;
+}
+
 uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
                              uint64_t now_ns)
 {
     if (b == NULL || pct == 0 || pct >= 100)
         return 0;
     refill(b, pct, now_ns);
+    /* Relaxed: paused orders nothing; a process that reads it stale
+     * launches once more or waits once more (a timing, never the limit,
+     * which the tokens keep). */
     int64_t tokens = atomic_load_n(&b->tokens, RELAXED);
-    if (tokens > 0)
+    uint64_t paused = atomic_load_n(&b->paused, RELAXED);
+    if (tokens <= 0 && paused == 0)
+        atomic_store_n(&b->paused, paused = 1, RELAXED);
+    if (paused == 0)
         return 0;
-    /* The debt is repaid at pct/100 GPU-ns per wall ns (rounded up, so
-     * that the bucket holds a token after the wait). */
-    return (((uint64_t)(-tokens) + 1) * 100 + pct - 1) / pct;
+    int64_t level = resume_level(pct);
+    if (tokens >= level) {
+        atomic_store_n(&b->paused, 0, RELAXED);
+        return 0;
+    }
+    /* The bucket fills at pct/100 GPU-ns per wall ns (rounded up, so that
+     * it holds the level after the wait). */
+    return ((uint64_t)(level - tokens) * 100 + pct - 1) / pct;
 }
 
 bool vgpu_sm_budget_ready(const struct vgpu_sm_budget *b, uint64_t coarse_ns)
 {
-    if (b == NULL || atomic_load_n(&b->tokens, RELAXED) <= 0)
+    if (b == NULL || atomic_load_n(&b->tokens, RELAXED) <= 0 ||
+        atomic_load_n(&b->paused, RELAXED) != 0)
         return false;
     /* Signed: the coarse clock lags the precise one refills are stamped
      * with by up to a tick. */
