@@ -158,6 +158,48 @@ static void together(uint64_t limit)
 static void together_roomy(void) { together(8 * GiB); }
 static void together_tight(void) { together(4 * GiB); } /* guesses wait */
 
+/* Late starters: the size is published while other creations still hold
+ * their guesses (the driver serializes creations: on an H100, 32 processes
+ * took 7 s). Starters that come after the publication fill what is left;
+ * the last one finds no room until those guesses shrink, and waits for
+ * that (bounded) instead of being refused: every context fits. */
+static void late_starters(void)
+{
+    fresh("4g");
+    int hold[2], ready[2];
+    CHECK(pipe(hold) == 0 && pipe(ready) == 0, "pipes");
+    writers[0] = hold[1]; /* every starter holds its context until the end */
+    pid_t a = starter(-1, hold[0], -1, "300"); /* the measurer */
+    WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
+    pid_t guessers[3];
+    for (int i = 0; i < 3; i++) /* guesses of 1 GiB, held for 3 s */
+        guessers[i] = starter(-1, hold[0], -1, "3000");
+    WAIT_UNTIL(counted() == 4 * GiB);
+    WAIT_UNTIL(published() != 0); /* 256 + 3 x 1024 MiB now */
+    pid_t late[4];
+    for (int i = 0; i < 4; i++) { /* one at a time: 3 fit now, the 4th later */
+        late[i] = starter(-1, hold[0], ready[1], NULL);
+        char c;
+        CHECK(read(ready[0], &c, 1) == 1, "a late starter's answer");
+    }
+    close(hold[1]); /* all hold their contexts until the last has answered */
+    writers[0] = -1;
+    int made = 0;
+    for (int i = 0; i < 4; i++)
+        made += exit_code(late[i]) == 0;
+    for (int i = 0; i < 3; i++)
+        made += exit_code(guessers[i]) == 0;
+    made += exit_code(a) == 0;
+    close(hold[0]);
+    close(ready[0]);
+    close(ready[1]);
+    printf("  4 starters after the size was published, 3 guesses still held: "
+           "%d of 8 contexts made, driver peak %llu MiB\n", made,
+           (unsigned long long)(fakegpu_device_peak(0) / MiB));
+    CHECK(made == 8, "8 x 256 MiB fit in 4 GiB: %d made", made);
+    CHECK(fakegpu_device_peak(0) <= 4 * GiB, "the driver held more than the limit");
+}
+
 /* A measurer in the middle of its measurement: it has read NVML once and
  * its context creation never ends. */
 static pid_t stuck_measurer(void)
@@ -327,6 +369,7 @@ int main(int argc, char **argv)
     } scenarios[] = {{"roomy", together_roomy, false},
                      {"tight", together_tight, false},
                      {"alloc", allocate_before_published, false},
+                     {"late", late_starters, false},
                      {"killed", killed_measurer, false},
                      {"stopped", stopped_measurer, false},
                      {"waiter", stopped_measurer_waiter, true}};

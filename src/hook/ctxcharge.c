@@ -48,16 +48,17 @@ static uint64_t known_size(uint64_t known)
     return known == MEASURED_ZERO ? 0 : known;
 }
 
-/* The guess did not fit while the size is unknown: processes starting
+/* The context did not fit while guesses may be held: processes starting
  * together hold guesses that shrink to the real size once their creations
- * are measured. Wait for the figure, then for room at that size (bounded;
- * no lock: polls of the region every millisecond), so that a context that
- * fits is not refused for the guess's sake. */
-static bool charge_when_measured(struct ctx_charge *cc, struct vgpu_region *r,
-                                 int dev)
+ * are measured, and a creation that began before the size was published
+ * holds its guess until it ends (the driver serializes creations). Wait
+ * for the figure, then for room at that size, until the deadline (no
+ * lock: polls of the region every millisecond), so that a context that
+ * fits is not refused for the guesses' sake. */
+static bool charge_when_settled(struct ctx_charge *cc, struct vgpu_region *r,
+                                int dev, uint64_t deadline)
 {
     const struct timespec ms = {0, 1000 * 1000};
-    uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + MEASUREMENT_WAIT_NS;
     do {
         nanosleep(&ms, NULL);
         uint64_t known = vgpu_region_context_bytes(r, dev);
@@ -66,6 +67,25 @@ static bool charge_when_measured(struct ctx_charge *cc, struct vgpu_region *r,
             return true;
     } while (clock_ns(CLOCK_MONOTONIC) < deadline);
     return false;
+}
+
+/* Refused at first: wait while the size is unknown or guesses of it may
+ * still be held (bounded both ways). */
+static bool charge_after_refusal(struct ctx_charge *cc, struct vgpu_region *r,
+                                 int dev, uint64_t known)
+{
+    if (charge_nested() || r == NULL)
+        return false;
+    uint64_t now = clock_ns(CLOCK_MONOTONIC);
+    uint64_t deadline = now + MEASUREMENT_WAIT_NS;
+    if (known != 0) {
+        uint64_t until = vgpu_region_guesses_until(r, dev);
+        if (until <= now)
+            return false; /* no guess can be held: it does not fit */
+        if (until < deadline)
+            deadline = until;
+    }
+    return charge_when_settled(cc, r, dev, deadline);
 }
 
 /* The size is not known: measure this creation if no other process of
@@ -99,10 +119,13 @@ bool ctx_charge_begin(struct ctx_charge *cc, int dev)
     cc->measuring = cc->guess = false;
     cc->claim = 0;
     if (!charge_begin(&cc->c, dev, bytes, VGPU_CHARGE_CONTEXT))
-        return known == 0 && !charge_nested() && r != NULL &&
-               charge_when_measured(cc, r, dev);
-    if (known == 0 && cc->c.dev >= 0)
+        return charge_after_refusal(cc, r, dev, known);
+    if (known == 0 && cc->c.dev >= 0) {
+        /* Held until this creation ends and a while after (see
+         * ctx_charge_settle's callers): within the bound, by design. */
+        vgpu_region_note_guess(r, dev, clock_ns(CLOCK_MONOTONIC) + MEASUREMENT_WAIT_NS);
         claim_or_guess(cc, r, dev);
+    }
     return true;
 }
 

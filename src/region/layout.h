@@ -123,7 +123,10 @@ enum vgpu_slot_state {
 struct vgpu_device_counter {
     uint64_t used;   /* bytes charged on this device by every process */
     uint64_t peak;   /* highest value used ever reached (statistic) */
-    uint64_t pad[6]; /* one cache line each: devices do not share lines */
+    uint64_t guesses_until; /* CLOCK_MONOTONIC ns until which a context may
+                             * hold a guess of its size (ctxsize.c; 0 in
+                             * files made before it: none) */
+    uint64_t pad[5]; /* one cache line each: devices do not share lines */
 };
 
 struct vgpu_slot_ext {
