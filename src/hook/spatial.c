@@ -36,6 +36,10 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+/* This thread holds `lock` (and calls the driver under it): a driver that
+ * retains or releases the primary context through its exported functions
+ * meets our hooks again, and those nested calls pass through. */
+static __thread bool inside;
 static struct partition {
     CUgreenCtx green;  /* NULL: none */
     CUcontext ctx;     /* green, named as a context: what retains get */
@@ -47,8 +51,20 @@ static struct partition {
 
 static bool spatial(CUdevice dev)
 {
-    return vgpu_config_sm_mode() == VGPU_SM_SPATIAL && dev >= 0 &&
+    return !inside && vgpu_config_sm_mode() == VGPU_SM_SPATIAL && dev >= 0 &&
            dev < VGPU_MAX_DEVICES;
+}
+
+static void lock_in(void)
+{
+    pthread_mutex_lock(&lock);
+    inside = true;
+}
+
+static void unlock_out(void)
+{
+    inside = false;
+    pthread_mutex_unlock(&lock);
 }
 
 static void fork_prepare(void) { pthread_mutex_lock(&lock); }
@@ -171,7 +187,7 @@ void spatial_retained(CUcontext *pctx, CUdevice dev)
     if (pct == 0)
         return;
     pthread_once(&fork_once, register_fork);
-    pthread_mutex_lock(&lock);
+    lock_in();
     struct partition *p = &parts[dev];
     if (p->green == NULL && !p->given_up && !p->foreign) {
         partition(p, dev, pct);
@@ -181,7 +197,7 @@ void spatial_retained(CUcontext *pctx, CUdevice dev)
         p->retains++;
         *pctx = p->ctx;
     }
-    pthread_mutex_unlock(&lock);
+    unlock_out();
 }
 
 /* With `lock` held. */
@@ -199,28 +215,28 @@ void spatial_released(CUdevice dev)
 {
     if (!spatial(dev))
         return;
-    pthread_mutex_lock(&lock);
+    lock_in();
     struct partition *p = &parts[dev];
     if (p->retains > 0 && --p->retains == 0)
         destroy(p); /* its own retain of the primary goes with it */
-    pthread_mutex_unlock(&lock);
+    unlock_out();
 }
 
 void spatial_reset(CUdevice dev)
 {
     if (!spatial(dev))
         return;
-    pthread_mutex_lock(&lock);
+    lock_in();
     if (parts[dev].green != NULL)
         destroy(&parts[dev]);
-    pthread_mutex_unlock(&lock);
+    unlock_out();
 }
 
 void spatial_foreign(CUdevice dev)
 {
     if (!spatial(dev))
         return;
-    pthread_mutex_lock(&lock);
+    lock_in();
     struct partition *p = &parts[dev];
     if (!p->foreign && p->green != NULL)
         log_info("device %d: VGPU_SM_MODE=spatial: the program made a "
@@ -228,5 +244,5 @@ void spatial_foreign(CUdevice dev)
                  "there", dev);
     p->foreign = true;
     publish(p);
-    pthread_mutex_unlock(&lock);
+    unlock_out();
 }
