@@ -49,6 +49,9 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
     [VGPU_ENV_RECONCILE_MS] = {"VGPU_RECONCILE_MS", "100", true,
         "least milliseconds between two readings of this process's memory in "
         "NVML (the reconciliation; 0: at every charge near the limit)"},
+    [VGPU_ENV_SM_MODE] = {"VGPU_SM_MODE", "time", true,
+        "how the compute limit holds: time (a budget of GPU time) or spatial "
+        "(the runtime's context on that share of the SMs, a green context)"},
 };
 
 /* What this process read. Written by read_all() (under `once`, or by a
@@ -63,6 +66,7 @@ static struct parsed {
     bool sm_device_invalid[VGPU_MAX_DEVICES];
     uint32_t sm_limits[VGPU_MAX_DEVICES];     /* percent; 0: none */
     enum vgpu_core_policy policy;
+    enum vgpu_sm_mode sm_mode;
     int log_level;
 } parsed;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -191,6 +195,23 @@ static void read_policy(void)
     }
 }
 
+/* VGPU_SM_MODE, in any case. */
+static void read_sm_mode(void)
+{
+    const char *text = parsed.value[VGPU_ENV_SM_MODE];
+    parsed.sm_mode = VGPU_SM_TIME;
+    parsed.invalid[VGPU_ENV_SM_MODE] = false;
+    if (text == NULL || strcasecmp(text, "time") == 0)
+        return;
+    if (strcasecmp(text, "spatial") == 0) {
+        parsed.sm_mode = VGPU_SM_SPATIAL;
+        return;
+    }
+    parsed.invalid[VGPU_ENV_SM_MODE] = true;
+    log_warn("VGPU_SM_MODE=\"%.32s\" is not time or spatial; using time",
+             text);
+}
+
 static void read_all(void)
 {
     for (int id = 0; id < VGPU_ENV_COUNT; id++) {
@@ -202,6 +223,7 @@ static void read_all(void)
     read_limits();
     read_sm_limits();
     read_policy();
+    read_sm_mode();
 }
 
 static const struct parsed *table(void)
@@ -319,4 +341,9 @@ void vgpu_config_sm_limits(uint32_t pct[VGPU_MAX_DEVICES])
 enum vgpu_core_policy vgpu_config_core_policy(void)
 {
     return table()->policy;
+}
+
+enum vgpu_sm_mode vgpu_config_sm_mode(void)
+{
+    return table()->sm_mode;
 }

@@ -21,7 +21,8 @@ uint64_t fakegpu_process_used(int physical);
 /* How many times any process asked NVML for a device's process list. */
 uint64_t fakegpu_nvml_process_lists(void);
 /* The execution model (fakegpu/exec.c): ns of work this process queued on
- * a device, and all processes' work on it. */
+ * a device (what it takes on all the SMs), and all processes' busy time on
+ * it. */
 uint64_t fakegpu_launched_ns(int physical);
 uint64_t fakegpu_work_end_ns(void);
 uint64_t fakegpu_device_busy_ns(int physical);

@@ -35,6 +35,7 @@ enum vgpu_env_id {
     VGPU_ENV_CONTEXT_BYTES,    /* VGPU_CONTEXT_BYTES */
     VGPU_ENV_VISIBLE_DEVICES,  /* CUDA_VISIBLE_DEVICES */
     VGPU_ENV_RECONCILE_MS,     /* VGPU_RECONCILE_MS */
+    VGPU_ENV_SM_MODE,          /* VGPU_SM_MODE */
     VGPU_ENV_COUNT
 };
 
@@ -90,5 +91,12 @@ void vgpu_config_sm_limits(uint32_t pct[VGPU_MAX_DEVICES]);
  * disable never. Anything else: reported, default. */
 enum vgpu_core_policy { VGPU_CORE_DEFAULT, VGPU_CORE_FORCE, VGPU_CORE_DISABLE };
 enum vgpu_core_policy vgpu_config_core_policy(void);
+
+/* VGPU_SM_MODE (any case): time, the GPU-time budget (default), or spatial,
+ * each limited device's runtime context confined to a green context of
+ * that share of its SMs (src/hook/spatial.c). Anything else: reported,
+ * time. */
+enum vgpu_sm_mode { VGPU_SM_TIME, VGPU_SM_SPATIAL };
+enum vgpu_sm_mode vgpu_config_sm_mode(void);
 
 #endif

@@ -7,7 +7,10 @@
  * context is charged at the retain that creates it and returned at the
  * last release or a reset (which also frees what was allocated in it).
  * cuCtxFromGreenCtx only names a green context as a CUcontext: nothing new
- * is allocated, nothing is charged. */
+ * is allocated, nothing is charged. In spatial mode (spatial.c) a retain
+ * hands out a green context that vgpu made with the driver's own
+ * functions: it shares the primary context's memory and is not charged;
+ * the primary context is. */
 #include <pthread.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 #include "hook/ctxcharge.h"
 #include "hook/real.h"
 #include "hook/reconcile.h"
+#include "hook/spatial.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -126,11 +130,9 @@ static bool accounted(CUdevice dev)
            account_region() != NULL;
 }
 
-EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+/* The retain, charged at the one that creates the context. */
+static CUresult retain_accounted(CUcontext *pctx, CUdevice dev)
 {
-    NEED(cuDevicePrimaryCtxRetain);
-    if (!accounted(dev))
-        return REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
     pthread_mutex_lock(&lock);
     in_retain = true;
     struct primary *p = &primaries[dev];
@@ -169,6 +171,16 @@ EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     return rc;
 }
 
+EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+{
+    NEED(cuDevicePrimaryCtxRetain);
+    CUresult rc = accounted(dev) ? retain_accounted(pctx, dev)
+                                 : REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
+    if (rc == CUDA_SUCCESS)
+        spatial_retained(pctx, dev); /* VGPU_SM_MODE=spatial: a green one */
+    return rc;
+}
+
 static void released(CUdevice dev, bool reset)
 {
     pthread_mutex_lock(&lock);
@@ -194,7 +206,11 @@ static CUresult after(CUresult (*real)(CUdevice), CUdevice dev, bool reset)
     if (real == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
     bool ours = accounted(dev);
+    if (reset)
+        spatial_reset(dev); /* the green context goes before its primary */
     CUresult rc = real(dev);
+    if (rc == CUDA_SUCCESS && !reset)
+        spatial_released(dev);
     if (rc == CUDA_SUCCESS && ours)
         released(dev, reset);
     return rc;
@@ -234,6 +250,8 @@ static void destroy_created(uint64_t ctx)
         if (!ctx_charge_begin(&cc_, accounted(dev) ? (dev) : -1))              \
             return CUDA_ERROR_OUT_OF_MEMORY;                                   \
         CUresult rc_ = (call);                                                 \
+        if (rc_ == CUDA_SUCCESS)                                               \
+            spatial_foreign(dev);                                              \
         uint64_t key_ = rc_ == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*pctx : 0;  \
         return ctx_charge_end(&cc_, rc_, SPACE_CONTEXT, key_,                  \
                               destroy_created, key_);                          \
@@ -299,6 +317,8 @@ EXPORT CUresult cuGreenCtxCreate(CUgreenCtx *pctx, CUdevResourceDesc desc,
     if (!ctx_charge_begin(&cc, accounted(dev) ? dev : -1))
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = REAL(cuGreenCtxCreate)(pctx, desc, dev, flags);
+    if (rc == CUDA_SUCCESS)
+        spatial_foreign(dev); /* the program's own: not confined by us */
     uint64_t key = rc == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*pctx : 0;
     return ctx_charge_end(&cc, rc, SPACE_GREEN, key, destroy_green, key);
 }

@@ -23,7 +23,10 @@
  * cuCtxGetDevice (not where the driver shows one device),
  * cuStreamIsCapturing, a look at the budget (refilled at most every
  * VGPU_SM_REFILL_NS unless it is empty) and its charge; the event calls
- * of a measured launch are made for one launch in many (gputime.c). */
+ * of a measured launch are made for one launch in many (gputime.c).
+ * A device confined to a green context (VGPU_SM_MODE=spatial, spatial.c)
+ * counts as not limited: its launches cost what they cost with no limit,
+ * and only the monitor's hold applies. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
@@ -35,6 +38,7 @@
 #include "hook/graphmem.h"
 #include "hook/limiter.h"
 #include "hook/real.h"
+#include "hook/spatial.h"
 #include "log.h"
 #include "vgpu/config.h"
 #include "vgpu/sm_budget.h"
@@ -130,7 +134,8 @@ static void refresh(uint64_t now)
     atomic_store_n(&gate.region, r, RELAXED); /* the same pointer ever after */
     bool any = false;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
-        uint32_t pct = cap_of(r, d);
+        /* Confined to its SMs (spatial mode): the partition is the cap. */
+        uint32_t pct = spatial_confines(d) ? 0 : cap_of(r, d);
         atomic_store_n(&gate.cap[d], pct, RELAXED);
         any |= pct != 0;
     }
@@ -190,6 +195,20 @@ static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key)
         return;
     budget_gate(account_region(), dev, now);
     gputime_start(t);
+}
+
+uint32_t limiter_cap(int dev)
+{
+    pthread_once(&cfg_once, read_config);
+    return cfg.off ? 0 : cap_of(account_region(), dev);
+}
+
+void limiter_reread(void)
+{
+    /* Relaxed: it only makes the next launch refresh; a refresh racing
+     * with it may keep the old verdict until GATE_NS, as a cap the monitor
+     * writes. */
+    atomic_store_n(&gate.until, 0, RELAXED);
 }
 
 void limiter_charge(int dev, int64_t ns)

@@ -50,4 +50,10 @@ void gputime_flush(void);
 void limiter_charge(int dev, int64_t ns);
 void limiter_measured(int dev, uint64_t ns);
 
+/* launch.c, for spatial.c: dev's compute limit in percent as launches
+ * obey it now (0: none); and have the next launch re-read what launches
+ * obey (a device's confinement changed). */
+uint32_t limiter_cap(int dev);
+void limiter_reread(void);
+
 #endif

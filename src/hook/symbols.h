@@ -107,7 +107,11 @@
     X(cuGraphNodeGetType)                                                      \
     X(cuGraphMemAllocNodeGetParams)                                            \
     X(cuGraphChildGraphNodeGetGraph)                                           \
-    X(cuDeviceGetGraphMemAttribute)
+    X(cuDeviceGetGraphMemAttribute)                                            \
+    X(cuDeviceGetDevResource)                                                  \
+    X(cuDevSmResourceSplitByCount)                                             \
+    X(cuDevResourceGenerateDesc)                                               \
+    X(cuCtxFromGreenCtx)
 
 #define VGPU_NVML_HOOKS(X)                                                     \
     X(nvmlDeviceGetMemoryInfo)                                                 \

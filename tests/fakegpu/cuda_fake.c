@@ -3,6 +3,7 @@
  * driver's real symbol names, versioned variants included (cuda.h's internal
  * mode declares them all). */
 #include <cuda.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct fg_ctx {
     int green;
     int live;          /* started, not reset since */
     uint64_t overhead; /* device bytes the context itself takes */
+    unsigned sms;      /* a green context's SMs (0: all the device's) */
 };
 
 static struct fg_ctx primaries[FG_MAX_DEVICES];
@@ -52,6 +54,32 @@ static uint64_t env_u64(const char *name)
 {
     const char *v = getenv(name);
     return v ? strtoull(v, NULL, 10) : 0;
+}
+
+/* SMs per device: FAKEGPU_SM_COUNT, or an H100's 132; partitions of them
+ * (green contexts) come in groups of 8, as on compute capability 9.0. */
+#define FG_SM_GROUP 8u
+
+static unsigned sms_per_device;
+static pthread_once_t sms_once = PTHREAD_ONCE_INIT;
+
+static void read_sm_count(void)
+{
+    uint64_t n = env_u64("FAKEGPU_SM_COUNT");
+    sms_per_device = n >= FG_SM_GROUP && n < 65536 ? (unsigned)n : 132;
+}
+
+static unsigned sm_count(void) /* read once: every launch asks */
+{
+    pthread_once(&sms_once, read_sm_count);
+    return sms_per_device;
+}
+
+void fg_current_sms(unsigned *sms, unsigned *total)
+{
+    struct fg_ctx *c = current();
+    *total = sm_count();
+    *sms = c && c->sms ? c->sms : *total;
 }
 
 static CUresult ctx_start(struct fg_ctx *c, int ordinal)
@@ -202,7 +230,7 @@ EXPORT CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attr,
     switch (attr) {
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *value = 9; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *value = 0; break;
-    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *value = 132; break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *value = (int)sm_count(); break;
     case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID:
         *value = fg_state()->dev[fg_physical(dev)].pci_bus; break;
     case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED:
@@ -223,9 +251,8 @@ EXPORT CUresult cuDeviceGetPCIBusId(char *bus, int len, CUdevice dev)
     return rc;
 }
 
-EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+static CUresult primary_retain(CUcontext *pctx, CUdevice dev)
 {
-    FAIL_POINT("cuDevicePrimaryCtxRetain");
     CUresult rc = need_device(dev);
     if (rc != CUDA_SUCCESS)
         return rc;
@@ -240,6 +267,12 @@ EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     }
     *pctx = (CUcontext)c;
     return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+{
+    FAIL_POINT("cuDevicePrimaryCtxRetain");
+    return primary_retain(pctx, dev);
 }
 
 EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
@@ -369,26 +402,121 @@ EXPORT CUresult cuCtxDestroy(CUcontext ctx)
     return cuCtxDestroy_v2(ctx);
 }
 
-/* Green contexts: a context of its own (its memory too) on a share of the
- * SMs; cuCtxFromGreenCtx names it as a CUcontext, allocating nothing. */
-EXPORT CUresult cuGreenCtxCreate(CUgreenCtx *pctx, CUdevResourceDesc desc,
-                                 CUdevice dev, unsigned int flags)
+/* ---- SM resources and green contexts ---- */
+
+static CUdevResource sm_resource(unsigned sms)
 {
-    (void)desc, (void)flags;
-    FAIL_POINT("cuGreenCtxCreate");
+    CUdevResource r;
+    memset(&r, 0, sizeof r);
+    r.type = CU_DEV_RESOURCE_TYPE_SM;
+    r.sm.smCount = sms;
+    r.sm.minSmPartitionSize = FG_SM_GROUP;
+    r.sm.smCoscheduledAlignment = FG_SM_GROUP;
+    return r;
+}
+
+EXPORT CUresult cuDeviceGetDevResource(CUdevice dev, CUdevResource *res,
+                                       CUdevResourceType type)
+{
+    FAIL_POINT("cuDeviceGetDevResource");
     CUresult rc = need_device(dev);
     if (rc != CUDA_SUCCESS)
         return rc;
-    if (pctx == NULL)
+    if (res == NULL || type != CU_DEV_RESOURCE_TYPE_SM)
         return CUDA_ERROR_INVALID_VALUE;
+    *res = sm_resource(sm_count());
+    return CUDA_SUCCESS;
+}
+
+/* A context's SMs: a green one's share, or the device's. */
+EXPORT CUresult cuCtxGetDevResource(CUcontext ctx, CUdevResource *res,
+                                    CUdevResourceType type)
+{
+    struct fg_ctx *c = (struct fg_ctx *)ctx;
+    if (c == NULL)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (res == NULL || type != CU_DEV_RESOURCE_TYPE_SM)
+        return CUDA_ERROR_INVALID_VALUE;
+    *res = sm_resource(c->sms ? c->sms : sm_count());
+    return CUDA_SUCCESS;
+}
+
+/* As the driver: minCount rounded up to whole groups of 8 SMs, as many
+ * such groups as fit (at most *nbGroups), the rest in `remaining`. */
+EXPORT CUresult cuDevSmResourceSplitByCount(CUdevResource *result,
+                                            unsigned int *nbGroups,
+                                            const CUdevResource *input,
+                                            CUdevResource *remaining,
+                                            unsigned int flags,
+                                            unsigned int minCount)
+{
+    (void)flags;
+    FAIL_POINT("cuDevSmResourceSplitByCount");
+    if (nbGroups == NULL || input == NULL ||
+        input->type != CU_DEV_RESOURCE_TYPE_SM || minCount > input->sm.smCount)
+        return CUDA_ERROR_INVALID_VALUE;
+    unsigned size = minCount < FG_SM_GROUP ? FG_SM_GROUP : minCount;
+    size = (size + FG_SM_GROUP - 1) / FG_SM_GROUP * FG_SM_GROUP;
+    unsigned fit = input->sm.smCount / size;
+    if (result == NULL) {
+        *nbGroups = fit;
+        return CUDA_SUCCESS;
+    }
+    unsigned n = *nbGroups < fit ? *nbGroups : fit;
+    for (unsigned i = 0; i < n; i++)
+        result[i] = sm_resource(size);
+    if (remaining)
+        *remaining = sm_resource(input->sm.smCount - n * size);
+    *nbGroups = n;
+    return n ? CUDA_SUCCESS : CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION;
+}
+
+/* The descriptor carries its SM count in the handle itself (odd, so never
+ * NULL): nothing to allocate, nothing to free, as the driver's API has no
+ * destroy for it. */
+EXPORT CUresult cuDevResourceGenerateDesc(CUdevResourceDesc *desc,
+                                          CUdevResource *resources,
+                                          unsigned int n)
+{
+    FAIL_POINT("cuDevResourceGenerateDesc");
+    if (desc == NULL || resources == NULL || n == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    uintptr_t sms = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (resources[i].type != CU_DEV_RESOURCE_TYPE_SM)
+            return CUDA_ERROR_INVALID_RESOURCE_TYPE;
+        sms += resources[i].sm.smCount;
+    }
+    *desc = (CUdevResourceDesc)(sms << 1 | 1);
+    return CUDA_SUCCESS;
+}
+
+static unsigned desc_sms(CUdevResourceDesc desc)
+{
+    return desc ? (unsigned)((uintptr_t)desc >> 1) : 0; /* NULL: all */
+}
+
+/* Green contexts: on a share of the SMs (the descriptor's); as the driver,
+ * each retains the device's primary context and shares its memory, taking
+ * none of its own. cuCtxFromGreenCtx names it as a CUcontext, allocating
+ * nothing. */
+EXPORT CUresult cuGreenCtxCreate(CUgreenCtx *pctx, CUdevResourceDesc desc,
+                                 CUdevice dev, unsigned int flags)
+{
+    FAIL_POINT("cuGreenCtxCreate");
+    if (pctx == NULL || !(flags & CU_GREEN_CTX_DEFAULT_STREAM))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUcontext primary;
+    CUresult rc = primary_retain(&primary, dev);
+    if (rc != CUDA_SUCCESS)
+        return rc;
     struct fg_ctx *c = calloc(1, sizeof *c);
     c->refs = 1;
     c->green = 1;
-    rc = ctx_start(c, dev);
-    if (rc != CUDA_SUCCESS) {
-        free(c);
-        return rc;
-    }
+    c->ordinal = dev;
+    c->physical = fg_physical(dev);
+    c->live = 1;
+    c->sms = desc_sms(desc);
     *pctx = (CUgreenCtx)c;
     return CUDA_SUCCESS;
 }
@@ -399,9 +527,9 @@ EXPORT CUresult cuGreenCtxDestroy(CUgreenCtx ctx)
     if (c == NULL || !c->green)
         return CUDA_ERROR_INVALID_CONTEXT;
     unstack(c);
-    ctx_stop(c);
+    int dev = c->ordinal;
     free(c);
-    return CUDA_SUCCESS;
+    return cuDevicePrimaryCtxRelease_v2(dev); /* its retain of the primary */
 }
 
 EXPORT CUresult cuCtxFromGreenCtx(CUcontext *pctx, CUgreenCtx ctx)

@@ -15,6 +15,9 @@
 CUresult fg_need_device(int ordinal);
 /* The current context's ordinal, -1 with none. */
 int fg_current_ordinal(void);
+/* The SMs the current context runs on (a green context's share), and the
+ * device's. */
+void fg_current_sms(unsigned *sms, unsigned *total);
 /* Take bytes of kind on a physical device and record a fresh address. */
 CUresult fg_allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind);
 /* Free key if its kind is one of kinds (a KIND() mask). */

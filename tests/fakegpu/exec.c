@@ -25,6 +25,15 @@
  * Synchronization sleeps until the work is done; a launch waits while its
  * stream holds more than QUEUE_NS of work.
  *
+ * Green contexts: a duration is that of a kernel that fills the GPU. On a
+ * green context of k of the device's N SMs (cuda_fake.c) the same kernel
+ * runs N/k times longer, and the model keeps the whole device for it all
+ * that time (one item at a time, as for any launch: the other SMs are not
+ * lent to other contexts meanwhile, which the hardware would do). What a
+ * process "launched" (fakegpu_launched_ns) stays the full-GPU duration, the
+ * work done, so that its share of the device's time is its work over wall
+ * time: k/N for a process that keeps its green context busy.
+ *
  * The event calls a process makes are counted (fakegpu_event_calls), so
  * that tests can see how many driver calls a launch costs. */
 #define _GNU_SOURCE
@@ -180,6 +189,9 @@ static CUresult run(CUstream s, uint64_t ns)
         return CUDA_ERROR_INVALID_CONTEXT;
     int dev = fg_physical(ordinal);
     struct fg_timeline *t = &fg_state()->timeline[dev];
+    unsigned sms, total;
+    fg_current_sms(&sms, &total);
+    uint64_t held = ns * total / sms; /* on k of N SMs: N/k times longer */
     pthread_mutex_lock(&lock);
     struct queue *q = find_queue(s, true);
     if (q == NULL) {
@@ -196,20 +208,20 @@ static CUresult run(CUstream s, uint64_t ns)
     uint64_t start, free_at = __atomic_load_n(&t->free_at, __ATOMIC_RELAXED);
     do {
         start = free_at > earliest ? free_at : earliest;
-    } while (!__atomic_compare_exchange_n(&t->free_at, &free_at, start + ns,
+    } while (!__atomic_compare_exchange_n(&t->free_at, &free_at, start + held,
                                           true, __ATOMIC_RELAXED,
                                           __ATOMIC_RELAXED));
     for (int i = 0; i < q->nwaiting; i++)
         fix(q->waiting[i], start);
     q->nwaiting = 0;
     q->events_since_work = 0;
-    q->tail = start + ns;
+    q->tail = start + held;
     just_launched = q;
     uint64_t full = q->tail > now + QUEUE_NS ? q->tail - QUEUE_NS : 0;
     launched_ns[dev] += ns;
     pthread_mutex_unlock(&lock);
-    __atomic_add_fetch(&t->busy_ns, ns, __ATOMIC_RELAXED);
-    note_busy(t, start, ns);
+    __atomic_add_fetch(&t->busy_ns, held, __ATOMIC_RELAXED);
+    note_busy(t, start, held);
     sleep_until(full);
     return CUDA_SUCCESS;
 }
@@ -824,7 +836,8 @@ void fg_exec_forget_stream(void *stream)
 }
 
 /* For tests: when this process's queued work ends (CLOCK_MONOTONIC ns),
- * ns of work it has queued on physical device dev, and the device's total. */
+ * ns of work it has queued on physical device dev (as long as it takes on
+ * all the SMs: see the header), and the device's busy time. */
 EXPORT uint64_t fakegpu_work_end_ns(void)
 {
     uint64_t last = 0;
