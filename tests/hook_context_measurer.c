@@ -96,6 +96,13 @@ static pid_t starter(int gate, int hold, int ready, const char *delay_ms)
     _exit(rc == CUDA_SUCCESS ? 0 : 10);
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static int exit_code(pid_t pid)
 {
     int status;
@@ -200,6 +207,43 @@ static void late_starters(void)
     CHECK(fakegpu_device_peak(0) <= 4 * GiB, "the driver held more than the limit");
 }
 
+/* A region file from before a reboot: its guess mark lies far ahead of
+ * this boot's clock. A context that does not fit at the known size is
+ * refused at once, not after the bound (10 s); the next guess replaces
+ * the mark. */
+static void stale_mark(void)
+{
+    fresh("1g");
+    CHECK(exit_code(starter(-1, -1, -1, NULL)) == 0, "the measurer");
+    CHECK(published() == CTX, "the size is known");
+    struct vgpu_region *r =
+        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
+    CHECK(r != NULL, "region readable");
+    uint64_t day = 86400ull * 1000 * 1000 * 1000;
+    vgpu_region_note_guess(r, 0, (uint64_t)now_ms() * 1000000 + day);
+    int hold[2];
+    CHECK(pipe(hold) == 0, "pipe");
+    writers[0] = hold[1];
+    pid_t kids[4];
+    for (int i = 0; i < 4; i++) /* 4 x 256 MiB: the limit is full */
+        kids[i] = starter(-1, hold[0], -1, NULL);
+    WAIT_UNTIL(counted() == GiB);
+    uint64_t t0 = now_ms();
+    CHECK(exit_code(starter(-1, -1, -1, NULL)) == 10, "the fifth is refused");
+    uint64_t waited = now_ms() - t0;
+    close(hold[1]);
+    writers[0] = -1;
+    for (int i = 0; i < 4; i++)
+        CHECK(exit_code(kids[i]) == 0, "a context");
+    close(hold[0]);
+    printf("  a guess mark a day ahead: the fifth context refused after %llu ms\n",
+           (unsigned long long)waited);
+    CHECK(waited < 5000, "waited for a stale mark: %llu ms", (unsigned long long)waited);
+    vgpu_region_note_guess(r, 0, 1); /* a new guess's mark replaces it */
+    CHECK(vgpu_region_guesses_until(r, 0) == 1, "the stale mark is replaced");
+    vgpu_region_detach(r);
+}
+
 /* A measurer in the middle of its measurement: it has read NVML once and
  * its context creation never ends. */
 static pid_t stuck_measurer(void)
@@ -226,13 +270,6 @@ static void killed_measurer(void)
     CHECK(lists == 3, "the next process measured: %llu readings",
           (unsigned long long)lists);
     CHECK(published() == CTX, "and published the size");
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Stopped mid-measurement: the others create meanwhile without measuring
@@ -370,6 +407,7 @@ int main(int argc, char **argv)
                      {"tight", together_tight, false},
                      {"alloc", allocate_before_published, false},
                      {"late", late_starters, false},
+                     {"stalemark", stale_mark, false},
                      {"killed", killed_measurer, false},
                      {"stopped", stopped_measurer, false},
                      {"waiter", stopped_measurer_waiter, true}};

@@ -149,10 +149,11 @@ void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t byte
 uint64_t vgpu_region_claim_context(struct vgpu_region *r, int dev);
 void vgpu_region_unclaim_context(struct vgpu_region *r, int dev, uint64_t claim);
 /* Contexts created with a guess of their size (larger than the size, by
- * design) may hold it until until_ns (CLOCK_MONOTONIC) at the latest:
- * note_guess raises dev's mark to until_ns; guesses_until reads it. A
- * creation refused before then may wait for the guesses to shrink. A
- * killed guesser's mark simply passes. */
+ * design) may hold it until until_ns (CLOCK_MONOTONIC) at the latest,
+ * always now + one bound: note_guess sets dev's mark to until_ns;
+ * guesses_until reads it. A creation refused before then may wait for the
+ * guesses to shrink; a mark further ahead than the bound is stale (a file
+ * from before a reboot) and ignored. A killed guesser's mark simply passes. */
 void vgpu_region_note_guess(struct vgpu_region *r, int dev, uint64_t until_ns);
 uint64_t vgpu_region_guesses_until(const struct vgpu_region *r, int dev);
 /* True while a live claim is there (someone is measuring dev's size). */

@@ -79,11 +79,12 @@ static bool charge_after_refusal(struct ctx_charge *cc, struct vgpu_region *r,
     uint64_t now = clock_ns(CLOCK_MONOTONIC);
     uint64_t deadline = now + MEASUREMENT_WAIT_NS;
     if (known != 0) {
+        /* A mark past the bound is from before this boot (the file
+         * outlived it) or damage: no guess of now can be held that long. */
         uint64_t until = vgpu_region_guesses_until(r, dev);
-        if (until <= now)
+        if (until <= now || until > deadline)
             return false; /* no guess can be held: it does not fit */
-        if (until < deadline)
-            deadline = until;
+        deadline = until;
     }
     return charge_when_settled(cc, r, dev, deadline);
 }

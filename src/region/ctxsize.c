@@ -109,17 +109,18 @@ void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t byte
         atomic_store_n(&r->ext->context_bytes[dev], bytes, RELAXED);
 }
 
-/* Relaxed: a time mark that orders nothing; a stale read makes a refused
- * creation wait less or more, within its own bound. */
+/* Every caller passes now + the same bound, so the newest mark is the
+ * latest one, and a mark past it is from before this boot (the file
+ * outlived it) or damage: a plain store replaces either. Racing callers
+ * may leave the earlier of two marks made microseconds apart. Relaxed: a
+ * time mark that orders nothing; a stale read makes a refused creation
+ * wait less or more, within its own bound. */
 void vgpu_region_note_guess(struct vgpu_region *r, int dev, uint64_t until_ns)
 {
     dev = region_index(r, dev); /* the process's number -> the region's */
     if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
         return;
-    uint64_t *w = &r->ext->dev[dev].guesses_until;
-    uint64_t cur = atomic_load_n(w, RELAXED);
-    while (cur < until_ns && !atomic_cas(w, &cur, until_ns, RELAXED, RELAXED))
-        ;
+    atomic_store_n(&r->ext->dev[dev].guesses_until, until_ns, RELAXED);
 }
 
 uint64_t vgpu_region_guesses_until(const struct vgpu_region *r, int dev)
