@@ -239,8 +239,8 @@ void spatial_released(CUdevice dev)
         return;
     lock_in();
     struct partition *p = &parts[dev];
-    /* Not below 0: a retain made before this file counted (none in this
-     * process: the driver refuses the release, and we are not called). */
+    /* Never below 0: a release of a retain we did not see (none on the
+     * runtime's path) is the driver's to judge, not ours to count. */
     if (p->retains > 0 && --p->retains == 0) {
         destroy(p);
         p->plain = false; /* no retain handed the primary is held */
