@@ -10,7 +10,8 @@
  * is allocated, nothing is charged. In spatial mode (spatial.c) a retain
  * hands out a green context that vgpu made with the driver's own
  * functions: it shares the primary context's memory and is not charged;
- * the primary context is. */
+ * the primary context is. The driver's own retain and release of the
+ * primary for that green context are not the program's: not counted. */
 #include <pthread.h>
 #include <unistd.h>
 
@@ -174,6 +175,8 @@ static CUresult retain_accounted(CUcontext *pctx, CUdevice dev)
 EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 {
     NEED(cuDevicePrimaryCtxRetain);
+    if (spatial_nested()) /* the driver's, for the green context it makes */
+        return REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
     CUresult rc = accounted(dev) ? retain_accounted(pctx, dev)
                                  : REAL(cuDevicePrimaryCtxRetain)(pctx, dev);
     if (rc == CUDA_SUCCESS)
@@ -205,11 +208,13 @@ static CUresult after(CUresult (*real)(CUdevice), CUdevice dev, bool reset)
 {
     if (real == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
+    if (spatial_nested()) /* the driver's, for the green context it destroys */
+        return real(dev);
     bool ours = accounted(dev);
-    if (reset)
-        spatial_reset(dev); /* the green context goes before its primary */
     CUresult rc = real(dev);
-    if (rc == CUDA_SUCCESS && !reset)
+    if (rc == CUDA_SUCCESS && reset)
+        spatial_reset(dev);
+    else if (rc == CUDA_SUCCESS)
         spatial_released(dev);
     if (rc == CUDA_SUCCESS && ours)
         released(dev, reset);

@@ -24,9 +24,8 @@
  * cuStreamIsCapturing, a look at the budget (refilled at most every
  * VGPU_SM_REFILL_NS unless it is empty) and its charge; the event calls
  * of a measured launch are made for one launch in many (gputime.c).
- * A device confined to a green context (VGPU_SM_MODE=spatial, spatial.c)
- * counts as not limited: its launches cost what they cost with no limit,
- * and only the monitor's hold applies. */
+ * In spatial mode (VGPU_SM_MODE=spatial, spatial.c) launches are limited
+ * and cost the same; their GPU time is charged in SM-time (limiter_charge). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
@@ -134,8 +133,7 @@ static void refresh(uint64_t now)
     atomic_store_n(&gate.region, r, RELAXED); /* the same pointer ever after */
     bool any = false;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
-        /* Confined to its SMs (spatial mode): the partition is the cap. */
-        uint32_t pct = spatial_confines(d) ? 0 : cap_of(r, d);
+        uint32_t pct = cap_of(r, d);
         atomic_store_n(&gate.cap[d], pct, RELAXED);
         any |= pct != 0;
     }
@@ -203,18 +201,14 @@ uint32_t limiter_cap(int dev)
     return cfg.off ? 0 : cap_of(account_region(), dev);
 }
 
-void limiter_reread(void)
-{
-    /* Relaxed: it only makes the next launch refresh; a refresh racing
-     * with it may keep the old verdict until GATE_NS, as a cap the monitor
-     * writes. */
-    atomic_store_n(&gate.until, 0, RELAXED);
-}
-
 void limiter_charge(int dev, int64_t ns)
 {
-    if (dev >= 0 && dev < VGPU_MAX_DEVICES)
-        vgpu_sm_budget_charge(budget_of(account_region(), dev), ns);
+    if (dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return;
+    /* Confined to a share of the SMs (spatial mode): that share of the
+     * time. Every charge and correction of gputime.c passes here. */
+    ns = spatial_sm_time(dev, ns);
+    vgpu_sm_budget_charge(budget_of(account_region(), dev), ns);
 }
 
 /* This process's utilization per device over ~1 s windows, for the slot's

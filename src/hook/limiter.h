@@ -45,15 +45,14 @@ void gputime_end(struct launch_ticket *t, bool launched);
 void gputime_flush(void);
 
 /* launch.c: charge ns of dev's GPU time to the container's budget (negative:
- * give back part of an estimate), and note ns measured for this process's
+ * give back part of an estimate; in SM-time where spatial.c confines dev's
+ * launches to a share of its SMs), and note ns measured for this process's
  * utilization metric. */
 void limiter_charge(int dev, int64_t ns);
 void limiter_measured(int dev, uint64_t ns);
 
 /* launch.c, for spatial.c: dev's compute limit in percent as launches
- * obey it now (0: none); and have the next launch re-read what launches
- * obey (a device's confinement changed). */
+ * obey it now (0: none). */
 uint32_t limiter_cap(int dev);
-void limiter_reread(void);
 
 #endif

@@ -6,24 +6,37 @@
  * ceil(p % of the SMs), rounded up to the device's SM alignment and at
  * least its smallest partition, and every retain hands that back instead
  * of the primary context: the runtime makes it current and all its work
- * runs on those SMs. The partition is the cap: launches there do not draw
- * on the GPU-time budget (launch.c asks spatial_confines()).
+ * runs on those SMs.
+ *
+ * The partition isolates; the GPU-time budget still holds the cap (launch.c
+ * as in time mode), in SM-time: while every context of this process on the
+ * device is the green one, a launch's GPU time is charged as the share of
+ * the SMs it had (spatial_sm_time: 10 ms on 40 of 132 SMs is 40/132 of
+ * 10 ms). So the cap holds exactly (not rounded up to whole SM groups),
+ * follows the region's sm_limit when the monitor changes it, and holds
+ * across processes that are confined and processes that are not. Where
+ * this process is not wholly confined (a retain was handed the primary
+ * context, the program made a context of its own, no green context could
+ * be made) the charge is the full GPU time: fail closed, a confined launch
+ * may then be over-charged, never under-charged.
  *
  * The green context is made with the driver's own functions, not through
  * our hooks: it is no second context to charge. The driver's green context
  * retains the primary context and shares its memory, so the primary
- * context, charged at its retain (context.c), is all there is to count.
- * It lives while this process holds retains that were handed it, and is
- * destroyed at the last of their releases, or before a reset.
+ * context, charged at its retain (context.c), is all there is to count;
+ * the driver's own retain and release of the primary for it are not the
+ * program's (spatial_nested). It lives while this process holds retains
+ * of the primary context, whichever they were handed, and is destroyed at
+ * the last of their releases, or after a reset.
  *
  * Fail closed: where a step fails (a driver without green contexts, a
- * split refused) one line says so and the device keeps the GPU-time
- * budget; the retain itself never fails because of this mode.
+ * split refused) one line says so and launches are charged in full; the
+ * retain itself never fails because of this mode.
  *
- * Threads: one lock around everything but spatial_confines(), which reads
- * a flag. Fork: a child holds none of its parent's green contexts (the
- * driver's are not its own): it forgets them, and the lock is held across
- * the fork so that the child's is free. */
+ * Threads: one lock around everything but spatial_sm_time(), which reads
+ * one word. Fork: a child holds none of its parent's green contexts or
+ * retains (the driver's are not its own): it forgets them, and the lock is
+ * held across the fork so that the child's is free. */
 #include "hook/spatial.h"
 
 #include <pthread.h>
@@ -43,11 +56,19 @@ static __thread bool inside;
 static struct partition {
     CUgreenCtx green;  /* NULL: none */
     CUcontext ctx;     /* green, named as a context: what retains get */
-    unsigned retains;  /* retains of this process that were handed ctx */
-    bool given_up;     /* no green context here: the time budget holds */
+    unsigned sms, all; /* its SMs, of all the device's */
+    unsigned retains;  /* this process's retains of the primary, any */
+    bool plain;        /* a retain since retains was 0 got the primary */
+    bool given_up;     /* no green context here: charged in full */
     bool foreign;      /* the program made a context of its own here */
-    bool confined;     /* green && !foreign; read without the lock */
+    uint32_t share;    /* sms << 16 | all while confined, else 0; read
+                        * without the lock (spatial_sm_time) */
 } parts[VGPU_MAX_DEVICES];
+
+bool spatial_nested(void)
+{
+    return inside;
+}
 
 static bool spatial(CUdevice dev)
 {
@@ -82,19 +103,25 @@ static void register_fork(void)
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* With `lock` held: publish whether dev's launches are confined, and have
- * the next launch read it. */
+/* With `lock` held: publish the share of the SMs dev's launches are
+ * charged for: the partition's while all of this process's contexts there
+ * are the green one, else all of them. */
 static void publish(struct partition *p)
 {
-    /* Relaxed: a flag read by the launch gate's refresh; it orders nothing
-     * (the gate re-reads it at the latest GATE_NS later). */
-    atomic_store_n(&p->confined, p->green != NULL && !p->foreign, RELAXED);
-    limiter_reread();
+    /* partition() makes none on more SMs than the word holds. */
+    bool confined = p->green != NULL && !p->plain && !p->foreign;
+    /* Relaxed: one word, both counts together; it orders nothing. A charge
+     * that reads the old word is scaled as a moment earlier: at most what
+     * a thread keeps back (gputime.c) is charged at the old share. */
+    atomic_store_n(&p->share, confined ? p->sms << 16 | p->all : 0, RELAXED);
 }
 
-bool spatial_confines(int dev)
+int64_t spatial_sm_time(int dev, int64_t ns)
 {
-    return atomic_load_n(&parts[dev].confined, RELAXED); /* see publish() */
+    uint32_t share = atomic_load_n(&parts[dev].share, RELAXED); /* publish() */
+    if (share == 0)
+        return ns;
+    return ns * (int64_t)(share >> 16) / (int64_t)(share & 0xffff);
 }
 
 /* The SMs a partition of pct % of sm takes: rounded up to whole groups of
@@ -110,8 +137,7 @@ static unsigned sms_for(const CUdevSmResource *sm, uint32_t pct)
 /* Make p's green context of `sms` of the SMs in all: NULL, or the driver
  * function that failed (*rc its answer). */
 static const char *make(struct partition *p, CUdevice dev,
-                        const CUdevResource *all, unsigned sms, CUresult *rc,
-                        unsigned *made)
+                        const CUdevResource *all, unsigned sms, CUresult *rc)
 {
     CUdevResource part;
     unsigned groups = 1;
@@ -132,7 +158,8 @@ static const char *make(struct partition *p, CUdevice dev,
         return "cuCtxFromGreenCtx";
     }
     p->green = green;
-    *made = part.sm.smCount;
+    p->sms = part.sm.smCount;
+    p->all = all->sm.smCount;
     return NULL;
 }
 
@@ -160,14 +187,14 @@ static void partition(struct partition *p, CUdevice dev, uint32_t pct)
                  "failed (%d); the compute limit holds as GPU time", dev, rc);
         return;
     }
-    unsigned sms = sms_for(&all.sm, pct), made = 0;
-    if (sms >= all.sm.smCount) {
+    unsigned sms = sms_for(&all.sm, pct);
+    if (sms >= all.sm.smCount || all.sm.smCount > 0xffff) { /* see publish() */
         log_info("device %d: VGPU_SM_MODE=spatial: %u %% of %u SMs rounds up "
                  "to all of them; the compute limit holds as GPU time", dev,
                  pct, all.sm.smCount);
         return;
     }
-    const char *failed = make(p, dev, &all, sms, &rc, &made);
+    const char *failed = make(p, dev, &all, sms, &rc);
     if (failed != NULL) {
         log_warn("device %d: VGPU_SM_MODE=spatial: %s failed (%d); the "
                  "compute limit holds as GPU time", dev, failed, rc);
@@ -175,8 +202,7 @@ static void partition(struct partition *p, CUdevice dev, uint32_t pct)
     }
     p->given_up = false;
     log_info("device %d: VGPU_SM_MODE=spatial: the runtime's context runs on "
-             "%u of %u SMs (compute limit %u %%)", dev, made, all.sm.smCount,
-             pct);
+             "%u of %u SMs (compute limit %u %%)", dev, p->sms, p->all, pct);
 }
 
 void spatial_retained(CUcontext *pctx, CUdevice dev)
@@ -184,19 +210,17 @@ void spatial_retained(CUcontext *pctx, CUdevice dev)
     if (!spatial(dev))
         return;
     uint32_t pct = limiter_cap(dev);
-    if (pct == 0)
-        return;
     pthread_once(&fork_once, register_fork);
     lock_in();
     struct partition *p = &parts[dev];
-    if (p->green == NULL && !p->given_up && !p->foreign) {
+    p->retains++;
+    if (pct != 0 && p->green == NULL && !p->given_up && !p->foreign)
         partition(p, dev, pct);
-        publish(p);
-    }
-    if (p->green != NULL) {
-        p->retains++;
+    if (pct != 0 && p->green != NULL)
         *pctx = p->ctx;
-    }
+    else
+        p->plain = true; /* the primary runs on every SM: charge in full */
+    publish(p);
     unlock_out();
 }
 
@@ -204,11 +228,9 @@ void spatial_retained(CUcontext *pctx, CUdevice dev)
 static void destroy(struct partition *p)
 {
     if (p->green != NULL)
-        REAL(cuGreenCtxDestroy)(p->green);
+        REAL(cuGreenCtxDestroy)(p->green); /* and its retain of the primary */
     p->green = NULL;
     p->ctx = NULL;
-    p->retains = 0;
-    publish(p);
 }
 
 void spatial_released(CUdevice dev)
@@ -217,18 +239,29 @@ void spatial_released(CUdevice dev)
         return;
     lock_in();
     struct partition *p = &parts[dev];
-    if (p->retains > 0 && --p->retains == 0)
-        destroy(p); /* its own retain of the primary goes with it */
+    /* Never below 0: a release of a retain we did not see (none on the
+     * runtime's path) is the driver's to judge, not ours to count. */
+    if (p->retains > 0 && --p->retains == 0) {
+        destroy(p);
+        p->plain = false; /* no retain handed the primary is held */
+    }
+    publish(p);
     unlock_out();
 }
 
+/* The reset destroyed the primary context's state, which the green context
+ * shares (its memory, its modules): the green context does not go on as if
+ * whole. Its own retain of the primary, which the reset left, goes with it.
+ * Only once the driver's reset worked: a failed one leaves the green
+ * context to its holders. The retains stay counted: a reset releases none,
+ * and the releases of their holders may still come. */
 void spatial_reset(CUdevice dev)
 {
     if (!spatial(dev))
         return;
     lock_in();
-    if (parts[dev].green != NULL)
-        destroy(&parts[dev]);
+    destroy(&parts[dev]);
+    publish(&parts[dev]);
     unlock_out();
 }
 
@@ -240,8 +273,8 @@ void spatial_foreign(CUdevice dev)
     struct partition *p = &parts[dev];
     if (!p->foreign && p->green != NULL)
         log_info("device %d: VGPU_SM_MODE=spatial: the program made a "
-                 "context of its own; the compute limit holds as GPU time "
-                 "there", dev);
+                 "context of its own; its launches there are charged in "
+                 "full GPU time", dev);
     p->foreign = true;
     publish(p);
     unlock_out();

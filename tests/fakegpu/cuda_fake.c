@@ -33,6 +33,7 @@ struct fg_ctx {
     int live;          /* started, not reset since */
     uint64_t overhead; /* device bytes the context itself takes */
     unsigned sms;      /* a green context's SMs (0: all the device's) */
+    struct fg_ctx *next_dead; /* a destroyed green context: the next */
 };
 
 static struct fg_ctx primaries[FG_MAX_DEVICES];
@@ -404,6 +405,17 @@ EXPORT CUresult cuCtxDestroy(CUcontext ctx)
 
 /* ---- SM resources and green contexts ---- */
 
+/* Destroyed green contexts are kept, dead, so that a test sees a use of one
+ * as an error (CUDA_ERROR_CONTEXT_IS_DESTROYED), not as a use after free;
+ * linked here, they are no leak. */
+static struct fg_ctx *dead_greens;
+static pthread_mutex_t dead_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool dead(const struct fg_ctx *c)
+{
+    return c->green && !__atomic_load_n(&c->live, __ATOMIC_RELAXED);
+}
+
 static CUdevResource sm_resource(unsigned sms)
 {
     CUdevResource r;
@@ -435,6 +447,8 @@ EXPORT CUresult cuCtxGetDevResource(CUcontext ctx, CUdevResource *res,
     struct fg_ctx *c = (struct fg_ctx *)ctx;
     if (c == NULL)
         return CUDA_ERROR_INVALID_CONTEXT;
+    if (dead(c))
+        return CUDA_ERROR_CONTEXT_IS_DESTROYED;
     if (res == NULL || type != CU_DEV_RESOURCE_TYPE_SM)
         return CUDA_ERROR_INVALID_VALUE;
     *res = sm_resource(c->sms ? c->sms : sm_count());
@@ -524,12 +538,15 @@ EXPORT CUresult cuGreenCtxCreate(CUgreenCtx *pctx, CUdevResourceDesc desc,
 EXPORT CUresult cuGreenCtxDestroy(CUgreenCtx ctx)
 {
     struct fg_ctx *c = (struct fg_ctx *)ctx;
-    if (c == NULL || !c->green)
+    if (c == NULL || !c->green || dead(c))
         return CUDA_ERROR_INVALID_CONTEXT;
     unstack(c);
-    int dev = c->ordinal;
-    free(c);
-    return cuDevicePrimaryCtxRelease_v2(dev); /* its retain of the primary */
+    __atomic_store_n(&c->live, 0, __ATOMIC_RELAXED); /* a test's flag */
+    pthread_mutex_lock(&dead_lock);
+    c->next_dead = dead_greens;
+    dead_greens = c;
+    pthread_mutex_unlock(&dead_lock);
+    return cuDevicePrimaryCtxRelease_v2(c->ordinal); /* its retain of the primary */
 }
 
 EXPORT CUresult cuCtxFromGreenCtx(CUcontext *pctx, CUgreenCtx ctx)
@@ -547,6 +564,8 @@ EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
             ctx_depth--;
         return CUDA_SUCCESS;
     }
+    if (dead((struct fg_ctx *)ctx))
+        return CUDA_ERROR_CONTEXT_IS_DESTROYED;
     if (ctx_depth == 0)
         ctx_depth = 1;
     ctx_stack[ctx_depth - 1] = (struct fg_ctx *)ctx;
