@@ -16,6 +16,7 @@
 
 /* The ledger of the simulated driver (exported by the fake libcuda). */
 uint64_t fakegpu_device_used(int physical);
+CUresult fakegpu_primary_current_unhooked(CUdevice dev);
 uint64_t fakegpu_device_peak(int physical);
 uint64_t fakegpu_process_used(int physical);
 /* How many times any process asked NVML for a device's process list. */

@@ -77,13 +77,15 @@ int main(void)
     hooked("cuMemFree", 3010, 0, HOOK(cuMemFree));
     hooked("cuMemGetInfo", 3010, 0, HOOK(cuMemGetInfo));
     hooked("cuGetProcAddress", 11030, 0, HOOK(cuGetProcAddress));
+    hooked("cuCtxSetCurrent", 4000, 0, HOOK(cuCtxSetCurrent));
+    hooked("cuCtxPushCurrent", 4000, 0, HOOK(cuCtxPushCurrent_v2));
 
     /* The v1 query, and a symbol we do not hook, pass through. */
     getproc_v1_t v1 = (getproc_v1_t)HOOK(cuGetProcAddress);
     void *fn;
     CU_OK(v1("cuMemAlloc", &fn, 13000, 0));
     CHECK(fn == HOOK(cuMemAlloc_v2), "v1 query hooked");
-    CU_OK(getproc("cuCtxSetCurrent", &fn, 13000, 0, NULL));
+    CU_OK(getproc("cuCtxGetCurrent", &fn, 13000, 0, NULL));
     CHECK(strstr(origin(fn), "libcuda"), "unhooked symbol is the driver's");
 
     /* Use the table the way the runtime does. */

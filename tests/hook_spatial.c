@@ -271,10 +271,10 @@ static void make_region(uint32_t pct)
     CHECK(wait_children(1) == 0, "region created");
 }
 
-/* Kernels of 500 us on ctx for secs: the share of the device they got. */
-static double run_on(CUcontext ctx, double secs)
+/* Kernels of 500 us on the current context for secs: the share of the
+ * device they got. */
+static double run_current(double secs)
 {
-    CU_OK(cuCtxSetCurrent(ctx));
     uint32_t us = 500;
     void *params[] = {&us};
     uint64_t ns0 = fakegpu_launched_ns(0);
@@ -285,6 +285,13 @@ static double run_on(CUcontext ctx, double secs)
     CU_OK(cuCtxSynchronize());
     double ended = (double)fakegpu_work_end_ns() / 1e9;
     return 100.0 * (double)(fakegpu_launched_ns(0) - ns0) / 1e9 / (ended - began);
+}
+
+/* The same on ctx, made current. */
+static double run_on(CUcontext ctx, double secs)
+{
+    CU_OK(cuCtxSetCurrent(ctx));
+    return run_current(secs);
 }
 
 static void spatial_env(int cap, const char *policy)
@@ -316,6 +323,51 @@ static void case_late(void)
     CHECK(on_green <= CAP + 3, "the green context's share %.1f within the "
           "cap", on_green);
     printf("late: ok\n");
+}
+
+/* The runtime may make its primary context current by the primary's own
+ * handle: through cuCtxSetCurrent or cuCtxPushCurrent (hooked: the green
+ * context is made current instead), or by a way no hook sees (then the
+ * launches run on every SM, and they are charged in full: one line). */
+static void case_substitute(void)
+{
+    spatial_env(CAP, "force");
+    make_region(CAP);
+    CU_OK(cuInit(0));
+    CUcontext green, cur;
+    CU_OK(cuDevicePrimaryCtxRetain(&green, 0));
+    CHECK(sms_of(green) == 40, "the green context");
+    CU_OK(fakegpu_primary_current_unhooked(0));
+    CU_OK(cuCtxGetCurrent(&cur));
+    CUcontext primary = cur;
+    CHECK(primary != green && sms_of(primary) == 132, "the primary, behind our back");
+    CU_OK(cuCtxSetCurrent(primary));
+    CU_OK(cuCtxGetCurrent(&cur));
+    CHECK(cur == green, "cuCtxSetCurrent(primary) made the green context current");
+    CU_OK(cuCtxPushCurrent_v2(primary));
+    CU_OK(cuCtxGetCurrent(&cur));
+    CHECK(cur == green, "cuCtxPushCurrent(primary) pushed the green context");
+    CU_OK(cuCtxPopCurrent_v2(&cur));
+    printf("substitute: ok\n");
+}
+
+static void case_stray(void)
+{
+    spatial_env(CAP, "force");
+    make_region(CAP);
+    CU_OK(cuInit(0));
+    CUcontext green;
+    CU_OK(cuDevicePrimaryCtxRetain(&green, 0));
+    CHECK(sms_of(green) == 40, "the green context");
+    int saved = stderr_to_log();
+    CU_OK(fakegpu_primary_current_unhooked(0));
+    double s = run_current(2.0);
+    stderr_back(saved);
+    printf("stray: launches on the primary context, made current behind "
+           "vgpu's back: share %.1f %% (cap %d %%)\n", s, CAP);
+    CHECK(s <= CAP + 3, "charged in full: share %.1f within the cap", s);
+    CHECK(log_lines("not the green context") == 1, "one line says so");
+    printf("stray: ok\n");
 }
 
 /* Process i of case_mixed: 0 confined (the runtime's path), 1 on a context
@@ -443,6 +495,10 @@ int main(int argc, char **argv)
         case_release();
     else if (strcmp(c, "reset") == 0)
         case_reset();
+    else if (strcmp(c, "substitute") == 0)
+        case_substitute();
+    else if (strcmp(c, "stray") == 0)
+        case_stray();
     else
         CHECK(false, "unknown case %s", c);
     return 0;

@@ -47,6 +47,8 @@
 #include "log.h"
 #include "vgpu/config.h"
 
+#define EXPORT __attribute__((visibility("default")))
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 /* This thread holds `lock` (and calls the driver under it): a driver that
@@ -55,12 +57,15 @@ static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static __thread bool inside;
 static struct partition {
     CUgreenCtx green;  /* NULL: none */
-    CUcontext ctx;     /* green, named as a context: what retains get */
+    CUcontext ctx;     /* green, named as a context: what retains get;
+                        * read without the lock (spatial_current) */
+    CUcontext primary; /* the primary context it stands for, likewise */
     unsigned sms, all; /* its SMs, of all the device's */
     unsigned retains;  /* this process's retains of the primary, any */
     bool plain;        /* a retain since retains was 0 got the primary */
     bool given_up;     /* no green context here: charged in full */
     bool foreign;      /* the program made a context of its own here */
+    bool strayed;      /* a launch ran with another context current */
     uint32_t share;    /* sms << 16 | all while confined, else 0; read
                         * without the lock (spatial_sm_time) */
 } parts[VGPU_MAX_DEVICES];
@@ -109,7 +114,7 @@ static void register_fork(void)
 static void publish(struct partition *p)
 {
     /* partition() makes none on more SMs than the word holds. */
-    bool confined = p->green != NULL && !p->plain && !p->foreign;
+    bool confined = p->green != NULL && !p->plain && !p->foreign && !p->strayed;
     /* Relaxed: one word, both counts together; it orders nothing. A charge
      * that reads the old word is scaled as a moment earlier: at most what
      * a thread keeps back (gputime.c) is charged at the old share. */
@@ -153,10 +158,14 @@ static const char *make(struct partition *p, CUdevice dev,
     *rc = REAL(cuGreenCtxCreate)(&green, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM);
     if (*rc != CUDA_SUCCESS)
         return "cuGreenCtxCreate";
-    if ((*rc = REAL(cuCtxFromGreenCtx)(&p->ctx, green)) != CUDA_SUCCESS) {
+    CUcontext ctx;
+    if ((*rc = REAL(cuCtxFromGreenCtx)(&ctx, green)) != CUDA_SUCCESS) {
         REAL(cuGreenCtxDestroy)(green);
         return "cuCtxFromGreenCtx";
     }
+    /* Release: a thread that reads ctx (spatial_current, acquire) finds
+     * the green context made and the primary it stands for stored. */
+    atomic_store_n(&p->ctx, ctx, RELEASE);
     p->green = green;
     p->sms = part.sm.smCount;
     p->all = all->sm.smCount;
@@ -214,8 +223,10 @@ void spatial_retained(CUcontext *pctx, CUdevice dev)
     lock_in();
     struct partition *p = &parts[dev];
     p->retains++;
-    if (pct != 0 && p->green == NULL && !p->given_up && !p->foreign)
+    if (pct != 0 && p->green == NULL && !p->given_up && !p->foreign) {
+        atomic_store_n(&p->primary, *pctx, RELAXED); /* see make() */
         partition(p, dev, pct);
+    }
     if (pct != 0 && p->green != NULL)
         *pctx = p->ctx;
     else
@@ -230,7 +241,8 @@ static void destroy(struct partition *p)
     if (p->green != NULL)
         REAL(cuGreenCtxDestroy)(p->green); /* and its retain of the primary */
     p->green = NULL;
-    p->ctx = NULL;
+    atomic_store_n(&p->ctx, NULL, RELAXED); /* see spatial_current */
+    atomic_store_n(&p->primary, NULL, RELAXED);
 }
 
 void spatial_released(CUdevice dev)
@@ -276,6 +288,62 @@ void spatial_foreign(CUdevice dev)
                  "context of its own; its launches there are charged in "
                  "full GPU time", dev);
     p->foreign = true;
+    publish(p);
+    unlock_out();
+}
+
+/* A context the program makes current: where it is a confined device's
+ * primary context, its green context instead (the runtime may make the
+ * primary current by its own handle, not the one a retain handed it). Read
+ * without the lock: a green context destroyed meanwhile is one whose
+ * retains have all been released, and a program that makes the primary
+ * current after that has no primary context either. */
+static CUcontext spatial_current(CUcontext ctx)
+{
+    if (ctx == NULL || inside || vgpu_config_sm_mode() != VGPU_SM_SPATIAL)
+        return ctx;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        /* Acquire: pairs with the release in spatial_retained. */
+        CUcontext green = atomic_load_n(&parts[d].ctx, ACQUIRE);
+        if (green != NULL && atomic_load_n(&parts[d].primary, RELAXED) == ctx)
+            return green;
+    }
+    return ctx;
+}
+
+EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
+{
+    NEED(cuCtxSetCurrent);
+    return REAL(cuCtxSetCurrent)(spatial_current(ctx));
+}
+
+EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
+{
+    NEED(cuCtxPushCurrent_v2);
+    return REAL(cuCtxPushCurrent_v2)(spatial_current(ctx));
+}
+
+bool spatial_confined(int dev)
+{
+    return atomic_load_n(&parts[dev].share, RELAXED) != 0; /* publish() */
+}
+
+void spatial_check_launch(int dev)
+{
+    CUcontext cur = NULL;
+    if (REAL(cuCtxGetCurrent) == NULL || REAL(cuCtxGetCurrent)(&cur) != CUDA_SUCCESS)
+        cur = NULL;
+    /* Acquire: pairs with the release in spatial_retained. */
+    if (cur != NULL && cur == atomic_load_n(&parts[dev].ctx, ACQUIRE))
+        return;
+    lock_in();
+    struct partition *p = &parts[dev];
+    if (!p->strayed && p->green != NULL)
+        log_warn("device %d: VGPU_SM_MODE=spatial: a launch ran with context "
+                 "%p current, not the green context %p (primary %p): every "
+                 "launch there is charged in full GPU time", dev, (void *)cur,
+                 (void *)p->ctx, (void *)p->primary);
+    p->strayed = p->green != NULL; /* else nothing is confined anyway */
     publish(p);
     unlock_out();
 }

@@ -35,6 +35,18 @@ void spatial_foreign(CUdevice dev);
  * (limiter_charge: every charge of the GPU-time budget; one relaxed load). */
 int64_t spatial_sm_time(int dev, int64_t ns);
 
+/* Whether dev's launches are charged as confined (one relaxed load). */
+bool spatial_confined(int dev);
+
+/* A limited launch on a confined device: unless the green context is the
+ * one current, nothing proves the launch runs on its SMs, and from now on
+ * every launch on dev is charged in full (one line says so). */
+void spatial_check_launch(int dev);
+
+/* cuCtxSetCurrent and cuCtxPushCurrent (hooked here) make the green
+ * context current where the program names the primary context it stands
+ * for. */
+
 /* Whether this thread is in a driver call of spatial.c: a driver that
  * retains or releases the primary context for the green context (its own
  * retain) through its exported functions meets our hooks; context.c passes

@@ -58,6 +58,8 @@
     X(cuCtxDestroy_v2)                                                         \
     X(cuGreenCtxCreate)                                                        \
     X(cuGreenCtxDestroy)                                                       \
+    X(cuCtxSetCurrent)                                                         \
+    X(cuCtxPushCurrent_v2)                                                     \
     X(cuModuleLoad)                                                            \
     X(cuModuleLoadData)                                                        \
     X(cuModuleLoadDataEx)                                                      \

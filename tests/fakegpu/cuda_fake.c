@@ -557,7 +557,7 @@ EXPORT CUresult cuCtxFromGreenCtx(CUcontext *pctx, CUgreenCtx ctx)
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
+static CUresult set_current(CUcontext ctx)
 {
     if (ctx == NULL) {
         if (ctx_depth > 0)
@@ -570,6 +570,20 @@ EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
         ctx_depth = 1;
     ctx_stack[ctx_depth - 1] = (struct fg_ctx *)ctx;
     return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
+{
+    return set_current(ctx);
+}
+
+/* The runtime's own way of making its primary context current (through
+ * the driver's private entry points), which no hook sees: for tests of
+ * what vgpu does when it is done behind its back. Not a CUDA API. */
+EXPORT CUresult fakegpu_primary_current_unhooked(CUdevice dev)
+{
+    CUresult rc = need_device(dev);
+    return rc != CUDA_SUCCESS ? rc : set_current((CUcontext)&primaries[dev]);
 }
 
 EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
