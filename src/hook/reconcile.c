@@ -270,17 +270,23 @@ bool reconcile_before_charge(int dev, uint64_t bytes)
     if (now < atomic_load_n(&next_ns[dev], RELAXED) &&
         atomic_load_n(&unpaid[dev], RELAXED) == 0) /* hints, see above */
         return true;
-    if (pthread_mutex_trylock(&lock) != 0)
+    uint64_t every = interval_ns();
+    /* Near the limit (or asked to at every charge) a charge waits for a
+     * round under way (the watcher's: one NVML reading; it calls no hook)
+     * rather than pass unreconciled: the watcher cannot learn a hidden
+     * pid, and its round may be void, so that round is no substitute. */
+    bool near = vgpu_region_used(r, dev) + bytes >= limit / 4 * 3;
+    if (near || every == 0)
+        pthread_mutex_lock(&lock);
+    else if (pthread_mutex_trylock(&lock) != 0)
         return true; /* another thread is at it */
     own_state();
     bool ok = true;
-    uint64_t every = interval_ns();
     if (next_ns[dev] == 0) {
         atomic_store_n(&next_ns[dev], now + every, RELAXED); /* not now */
         last_full_ns[dev] = now;
         start_watcher();
     } else if (now >= next_ns[dev]) {
-        bool near = vgpu_region_used(r, dev) + bytes >= limit / 4 * 3;
         if (near || now - last_full_ns[dev] >= 1000000000ull || every == 0) {
             inside = 1;
             reconcile(r, dev, true);
