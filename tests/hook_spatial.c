@@ -370,6 +370,38 @@ static void case_stray(void)
     printf("stray: ok\n");
 }
 
+/* A stream made while the primary context was current (behind vgpu's
+ * back) keeps its work there, on every SM, though the green context is
+ * current when it is launched into: charged in full, one line. */
+static void case_stream(void)
+{
+    spatial_env(CAP, "force");
+    make_region(CAP);
+    CU_OK(cuInit(0));
+    CUcontext green;
+    CU_OK(cuDevicePrimaryCtxRetain(&green, 0));
+    CU_OK(fakegpu_primary_current_unhooked(0));
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    CU_OK(cuCtxSetCurrent(green));
+    int saved = stderr_to_log();
+    uint32_t us = 500;
+    void *params[] = {&us};
+    uint64_t ns0 = fakegpu_launched_ns(0);
+    double began = now_seconds();
+    while (now_seconds() < began + 2.0)
+        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    CU_OK(cuStreamSynchronize(s));
+    double ended = (double)fakegpu_work_end_ns() / 1e9;
+    double got = 100.0 * (double)(fakegpu_launched_ns(0) - ns0) / 1e9 / (ended - began);
+    stderr_back(saved);
+    printf("stream: a stream of the primary context, launched into with the "
+           "green one current: share %.1f %% (cap %d %%)\n", got, CAP);
+    CHECK(got <= CAP + 3, "charged in full: share %.1f within the cap", got);
+    CHECK(log_lines("not the green context") == 1, "one line says so");
+    printf("stream: ok\n");
+}
+
 /* Process i of case_mixed: 0 confined (the runtime's path), 1 on a context
  * of its own; each launches 2 s from `start`. */
 static void mixed_process(struct tenant *t, int i, double start)
@@ -499,6 +531,8 @@ int main(int argc, char **argv)
         case_substitute();
     else if (strcmp(c, "stray") == 0)
         case_stray();
+    else if (strcmp(c, "stream") == 0)
+        case_stream();
     else
         CHECK(false, "unknown case %s", c);
     return 0;

@@ -186,7 +186,7 @@ static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key)
     if (atomic_load_n(&gate.cap[dev], RELAXED) == 0)
         return;
     if (spatial_confined(dev))
-        spatial_check_launch(dev); /* nothing else proves it confined */
+        spatial_check_launch(dev, stream); /* nothing else proves it confined */
     t->dev = dev;
     t->stream = stream;
     t->key = key;

@@ -328,19 +328,31 @@ bool spatial_confined(int dev)
     return atomic_load_n(&parts[dev].share, RELAXED) != 0; /* publish() */
 }
 
-void spatial_check_launch(int dev)
+/* The context whose work a launch into `stream` is: a created stream's
+ * own, the current one for the default streams; NULL if unknown. */
+static CUcontext launch_context(CUstream stream)
 {
-    CUcontext cur = NULL;
-    if (REAL(cuCtxGetCurrent) == NULL || REAL(cuCtxGetCurrent)(&cur) != CUDA_SUCCESS)
-        cur = NULL;
+    CUcontext c = NULL;
+    bool made = stream != NULL && stream != CU_STREAM_LEGACY &&
+                stream != CU_STREAM_PER_THREAD;
+    CUresult rc = made ? (REAL(cuStreamGetCtx) ? REAL(cuStreamGetCtx)(stream, &c)
+                                                : CUDA_ERROR_NOT_SUPPORTED)
+                       : (REAL(cuCtxGetCurrent) ? REAL(cuCtxGetCurrent)(&c)
+                                                 : CUDA_ERROR_NOT_SUPPORTED);
+    return rc == CUDA_SUCCESS ? c : NULL;
+}
+
+void spatial_check_launch(int dev, CUstream stream)
+{
+    CUcontext cur = launch_context(stream);
     /* Acquire: pairs with the release in spatial_retained. */
     if (cur != NULL && cur == atomic_load_n(&parts[dev].ctx, ACQUIRE))
         return;
     lock_in();
     struct partition *p = &parts[dev];
     if (!p->strayed && p->green != NULL)
-        log_warn("device %d: VGPU_SM_MODE=spatial: a launch ran with context "
-                 "%p current, not the green context %p (primary %p): every "
+        log_warn("device %d: VGPU_SM_MODE=spatial: a launch ran in context "
+                 "%p, not the green context %p (primary %p): every "
                  "launch there is charged in full GPU time", dev, (void *)cur,
                  (void *)p->ctx, (void *)p->primary);
     p->strayed = p->green != NULL; /* else nothing is confined anyway */

@@ -38,10 +38,11 @@ int64_t spatial_sm_time(int dev, int64_t ns);
 /* Whether dev's launches are charged as confined (one relaxed load). */
 bool spatial_confined(int dev);
 
-/* A limited launch on a confined device: unless the green context is the
- * one current, nothing proves the launch runs on its SMs, and from now on
- * every launch on dev is charged in full (one line says so). */
-void spatial_check_launch(int dev);
+/* A limited launch into stream on a confined device: unless its context
+ * (a created stream's own, else the current one) is the green context,
+ * nothing proves the launch runs on its SMs, and from now on every launch
+ * on dev is charged in full (one line says so). */
+void spatial_check_launch(int dev, CUstream stream);
 
 /* cuCtxSetCurrent and cuCtxPushCurrent (hooked here) make the green
  * context current where the program names the primary context it stands

@@ -97,6 +97,7 @@
     X(cuMemPoolGetAccess)                                                      \
     X(cuStreamGetDevice)                                                       \
     X(cuCtxGetCurrent)                                                         \
+    X(cuStreamGetCtx)                                                          \
     X(cuStreamIsCapturing)                                                     \
     X(cuThreadExchangeStreamCaptureMode)                                       \
     X(cuEventCreate)                                                           \

@@ -76,9 +76,9 @@ static unsigned sm_count(void) /* read once: every launch asks */
     return sms_per_device;
 }
 
-void fg_current_sms(unsigned *sms, unsigned *total)
+void fg_ctx_sms(CUcontext ctx, unsigned *sms, unsigned *total)
 {
-    struct fg_ctx *c = current();
+    struct fg_ctx *c = ctx != NULL ? (struct fg_ctx *)ctx : current();
     *total = sm_count();
     *sms = c && c->sms ? c->sms : *total;
 }

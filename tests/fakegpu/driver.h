@@ -15,9 +15,12 @@
 CUresult fg_need_device(int ordinal);
 /* The current context's ordinal, -1 with none. */
 int fg_current_ordinal(void);
-/* The SMs the current context runs on (a green context's share), and the
- * device's. */
-void fg_current_sms(unsigned *sms, unsigned *total);
+/* The SMs a context runs on (a green context's share; NULL: the current
+ * one), and the device's. */
+void fg_ctx_sms(CUcontext ctx, unsigned *sms, unsigned *total);
+/* streams.c: the context a created stream belongs to; NULL for the
+ * default streams (the current context's). */
+CUcontext fg_stream_ctx(CUstream stream);
 /* Take bytes of kind on a physical device and record a fresh address. */
 CUresult fg_allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind);
 /* Free key if its kind is one of kinds (a KIND() mask). */

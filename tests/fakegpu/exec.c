@@ -190,7 +190,7 @@ static CUresult run(CUstream s, uint64_t ns)
     int dev = fg_physical(ordinal);
     struct fg_timeline *t = &fg_state()->timeline[dev];
     unsigned sms, total;
-    fg_current_sms(&sms, &total);
+    fg_ctx_sms(fg_stream_ctx(s), &sms, &total); /* the stream's context's */
     uint64_t held = ns * total / sms; /* on k of N SMs: N/k times longer */
     pthread_mutex_lock(&lock);
     struct queue *q = find_queue(s, true);

@@ -105,6 +105,7 @@ static const struct entry table[] = {
     E("cuMemPoolGetAttribute", 11020, cuMemPoolGetAttribute),
     E("cuMemPoolGetAccess", 11020, cuMemPoolGetAccess),
     E("cuStreamGetDevice", 12080, cuStreamGetDevice),
+    E("cuStreamGetCtx", 9020, cuStreamGetCtx),
     PT("cuStreamGetDevice", 12080, cuStreamGetDevice_ptsz),
     PT("cuStreamSynchronize", 7000, cuStreamSynchronize_ptsz),
     E("cuCtxSynchronize", 13000, cuCtxSynchronize_v2),

@@ -25,7 +25,10 @@
 
 /* ---- Streams and events ---- */
 
-struct fg_stream { int ordinal; };
+struct fg_stream {
+    int ordinal;
+    CUcontext ctx; /* current at its creation: its work runs there */
+};
 
 EXPORT CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
 {
@@ -37,6 +40,7 @@ EXPORT CUresult cuStreamCreate(CUstream *stream, unsigned int flags)
         return CUDA_ERROR_INVALID_CONTEXT;
     struct fg_stream *s = malloc(sizeof *s);
     s->ordinal = ordinal;
+    cuCtxGetCurrent(&s->ctx);
     *stream = (CUstream)s;
     return CUDA_SUCCESS;
 }
@@ -69,6 +73,19 @@ EXPORT CUresult cuStreamGetDevice(CUstream stream, CUdevice *dev)
         return CUDA_ERROR_INVALID_CONTEXT;
     *dev = ordinal;
     return CUDA_SUCCESS;
+}
+
+CUcontext fg_stream_ctx(CUstream stream)
+{
+    return is_default_stream(stream) ? NULL : ((struct fg_stream *)stream)->ctx;
+}
+
+EXPORT CUresult cuStreamGetCtx(CUstream stream, CUcontext *pctx)
+{
+    if (pctx == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUcontext c = fg_stream_ctx(stream);
+    return c != NULL ? (*pctx = c, CUDA_SUCCESS) : cuCtxGetCurrent(pctx);
 }
 
 EXPORT CUresult cuStreamGetDevice_ptsz(CUstream stream, CUdevice *dev)
