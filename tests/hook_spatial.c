@@ -271,18 +271,17 @@ static void make_region(uint32_t pct)
     CHECK(wait_children(1) == 0, "region created");
 }
 
-/* Kernels of 500 us on the current context for secs: the share of the
- * device they got. */
-static double run_current(double secs)
+/* Kernels of 500 us into stream s (NULL: the current context's) for
+ * secs: the share of the device they got. */
+static double run_in(CUstream s, double secs)
 {
     uint32_t us = 500;
     void *params[] = {&us};
     uint64_t ns0 = fakegpu_launched_ns(0);
     double began = now_seconds();
     while (now_seconds() < began + secs)
-        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, NULL, params,
-                             NULL));
-    CU_OK(cuCtxSynchronize());
+        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    CU_OK(cuStreamSynchronize(s));
     double ended = (double)fakegpu_work_end_ns() / 1e9;
     return 100.0 * (double)(fakegpu_launched_ns(0) - ns0) / 1e9 / (ended - began);
 }
@@ -291,7 +290,7 @@ static double run_current(double secs)
 static double run_on(CUcontext ctx, double secs)
 {
     CU_OK(cuCtxSetCurrent(ctx));
-    return run_current(secs);
+    return run_in(NULL, secs);
 }
 
 static void spatial_env(int cap, const char *policy)
@@ -361,7 +360,7 @@ static void case_stray(void)
     CHECK(sms_of(green) == 40, "the green context");
     int saved = stderr_to_log();
     CU_OK(fakegpu_primary_current_unhooked(0));
-    double s = run_current(2.0);
+    double s = run_in(NULL, 2.0);
     stderr_back(saved);
     printf("stray: launches on the primary context, made current behind "
            "vgpu's back: share %.1f %% (cap %d %%)\n", s, CAP);
@@ -385,15 +384,7 @@ static void case_stream(void)
     CU_OK(cuStreamCreate(&s, 0));
     CU_OK(cuCtxSetCurrent(green));
     int saved = stderr_to_log();
-    uint32_t us = 500;
-    void *params[] = {&us};
-    uint64_t ns0 = fakegpu_launched_ns(0);
-    double began = now_seconds();
-    while (now_seconds() < began + 2.0)
-        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-    CU_OK(cuStreamSynchronize(s));
-    double ended = (double)fakegpu_work_end_ns() / 1e9;
-    double got = 100.0 * (double)(fakegpu_launched_ns(0) - ns0) / 1e9 / (ended - began);
+    double got = run_in(s, 2.0);
     stderr_back(saved);
     printf("stream: a stream of the primary context, launched into with the "
            "green one current: share %.1f %% (cap %d %%)\n", got, CAP);

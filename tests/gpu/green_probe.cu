@@ -14,20 +14,11 @@
 //            current, then the runtime's first call
 //   nvcc -O2 -arch=sm_90 tests/gpu/green_probe.cu -o build-gpu/green_probe -lcuda
 #include <cuda.h>
-#include <cuda_runtime.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#define RT(call)                                                               \
-    do {                                                                       \
-        cudaError_t e_ = (call);                                               \
-        if (e_ != cudaSuccess) {                                               \
-            printf("%s: %s\n", #call, cudaGetErrorString(e_));                 \
-            exit(2);                                                           \
-        }                                                                      \
-    } while (0)
+#include "smid.cuh"
+
 #define DRV(call)                                                              \
     do {                                                                       \
         CUresult r_ = (call);                                                  \
@@ -37,33 +28,7 @@
         }                                                                      \
     } while (0)
 
-#define BLOCKS 4096
-#define MAX_SMS 1024
-
-__global__ void where(long long cycles, unsigned *used)
-{
-    unsigned smid;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-    long long start = clock64();
-    while (clock64() - start < cycles)
-        ;
-    if (threadIdx.x == 0 && smid < MAX_SMS)
-        used[smid] = 1;
-}
-
 static const char *way;
-
-static int count(unsigned *used)
-{
-    unsigned host[MAX_SMS];
-    RT(cudaDeviceSynchronize());
-    RT(cudaMemcpy(host, used, sizeof host, cudaMemcpyDeviceToHost));
-    RT(cudaMemset(used, 0, sizeof host));
-    int n = 0;
-    for (int i = 0; i < MAX_SMS; i++)
-        n += host[i] != 0;
-    return n;
-}
 
 static CUcontext green(unsigned sms)
 {
@@ -83,10 +48,8 @@ static CUcontext green(unsigned sms)
 static void *launches(void *unused)
 {
     (void)unused;
-    int sms = 0, khz = 0;
-    RT(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    RT(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
-    long long cycles = 5LL * khz / 1000;
+    int sms = 0;
+    long long cycles = five_us(&sms);
     unsigned *used;
     RT(cudaMalloc(&used, MAX_SMS * sizeof *used));
     RT(cudaMemset(used, 0, MAX_SMS * sizeof *used));
