@@ -324,18 +324,25 @@ static void case_late(void)
     printf("late: ok\n");
 }
 
+/* A process confined at the cap: its retain's green context, on 40 SMs. */
+static CUcontext confined_process(void)
+{
+    spatial_env(CAP, "force");
+    make_region(CAP);
+    CU_OK(cuInit(0));
+    CUcontext green;
+    CU_OK(cuDevicePrimaryCtxRetain(&green, 0));
+    CHECK(sms_of(green) == 40, "the green context");
+    return green;
+}
+
 /* The runtime may make its primary context current by the primary's own
  * handle: through cuCtxSetCurrent or cuCtxPushCurrent (hooked: the green
  * context is made current instead), or by a way no hook sees (then the
  * launches run on every SM, and they are charged in full: one line). */
 static void case_substitute(void)
 {
-    spatial_env(CAP, "force");
-    make_region(CAP);
-    CU_OK(cuInit(0));
-    CUcontext green, cur;
-    CU_OK(cuDevicePrimaryCtxRetain(&green, 0));
-    CHECK(sms_of(green) == 40, "the green context");
+    CUcontext green = confined_process(), cur;
     CU_OK(fakegpu_primary_current_unhooked(0));
     CU_OK(cuCtxGetCurrent(&cur));
     CUcontext primary = cur;
@@ -352,12 +359,7 @@ static void case_substitute(void)
 
 static void case_stray(void)
 {
-    spatial_env(CAP, "force");
-    make_region(CAP);
-    CU_OK(cuInit(0));
-    CUcontext green;
-    CU_OK(cuDevicePrimaryCtxRetain(&green, 0));
-    CHECK(sms_of(green) == 40, "the green context");
+    confined_process();
     int saved = stderr_to_log();
     CU_OK(fakegpu_primary_current_unhooked(0));
     double s = run_in(NULL, 2.0);
@@ -374,11 +376,7 @@ static void case_stray(void)
  * current when it is launched into: charged in full, one line. */
 static void case_stream(void)
 {
-    spatial_env(CAP, "force");
-    make_region(CAP);
-    CU_OK(cuInit(0));
-    CUcontext green;
-    CU_OK(cuDevicePrimaryCtxRetain(&green, 0));
+    CUcontext green = confined_process();
     CU_OK(fakegpu_primary_current_unhooked(0));
     CUstream s;
     CU_OK(cuStreamCreate(&s, 0));

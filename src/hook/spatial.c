@@ -5,8 +5,12 @@
  * CUDA call of PyTorch, JAX, CuPy) also makes a green context holding
  * ceil(p % of the SMs), rounded up to the device's SM alignment and at
  * least its smallest partition, and every retain hands that back instead
- * of the primary context: the runtime makes it current and all its work
- * runs on those SMs.
+ * of the primary context; cuCtxSetCurrent and cuCtxPushCurrent given the
+ * primary make the green context current instead. Handing it out is not
+ * proof that the work runs there (on an H100 with CUDA 13 the runtime's
+ * work ran on every SM though its retain got the green context): each
+ * limited launch checks that its context is the green one
+ * (spatial_check_launch), else the device is charged in full.
  *
  * The partition isolates; the GPU-time budget still holds the cap (launch.c
  * as in time mode), in SM-time: while every context of this process on the
@@ -17,7 +21,7 @@
  * across processes that are confined and processes that are not. Where
  * this process is not wholly confined (a retain was handed the primary
  * context, the program made a context of its own, no green context could
- * be made) the charge is the full GPU time: fail closed, a confined launch
+ * be made, a launch ran in another context) the charge is the full GPU time: fail closed, a confined launch
  * may then be over-charged, never under-charged.
  *
  * The green context is made with the driver's own functions, not through
@@ -65,7 +69,7 @@ static struct partition {
     bool plain;        /* a retain since retains was 0 got the primary */
     bool given_up;     /* no green context here: charged in full */
     bool foreign;      /* the program made a context of its own here */
-    bool strayed;      /* a launch ran with another context current */
+    bool strayed;      /* a limited launch ran in another context */
     uint32_t share;    /* sms << 16 | all while confined, else 0; read
                         * without the lock (spatial_sm_time) */
 } parts[VGPU_MAX_DEVICES];
@@ -303,7 +307,7 @@ static CUcontext spatial_current(CUcontext ctx)
     if (ctx == NULL || inside || vgpu_config_sm_mode() != VGPU_SM_SPATIAL)
         return ctx;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
-        /* Acquire: pairs with the release in spatial_retained. */
+        /* Acquire: pairs with the release in make(). */
         CUcontext green = atomic_load_n(&parts[d].ctx, ACQUIRE);
         if (green != NULL && atomic_load_n(&parts[d].primary, RELAXED) == ctx)
             return green;
@@ -333,19 +337,20 @@ bool spatial_confined(int dev)
 static CUcontext launch_context(CUstream stream)
 {
     CUcontext c = NULL;
-    bool made = stream != NULL && stream != CU_STREAM_LEGACY &&
-                stream != CU_STREAM_PER_THREAD;
-    CUresult rc = made ? (REAL(cuStreamGetCtx) ? REAL(cuStreamGetCtx)(stream, &c)
-                                                : CUDA_ERROR_NOT_SUPPORTED)
-                       : (REAL(cuCtxGetCurrent) ? REAL(cuCtxGetCurrent)(&c)
-                                                 : CUDA_ERROR_NOT_SUPPORTED);
+    CUresult rc = CUDA_ERROR_NOT_SUPPORTED;
+    if (stream == NULL || stream == CU_STREAM_LEGACY || stream == CU_STREAM_PER_THREAD) {
+        if (REAL(cuCtxGetCurrent))
+            rc = REAL(cuCtxGetCurrent)(&c);
+    } else if (REAL(cuStreamGetCtx)) {
+        rc = REAL(cuStreamGetCtx)(stream, &c);
+    }
     return rc == CUDA_SUCCESS ? c : NULL;
 }
 
 void spatial_check_launch(int dev, CUstream stream)
 {
     CUcontext cur = launch_context(stream);
-    /* Acquire: pairs with the release in spatial_retained. */
+    /* Acquire: pairs with the release in make(). */
     if (cur != NULL && cur == atomic_load_n(&parts[dev].ctx, ACQUIRE))
         return;
     lock_in();

@@ -1,6 +1,7 @@
 /* The spatial compute mode (VGPU_SM_MODE=spatial): a limited device's
  * primary context, as the runtime retains it, is handed out as a green
- * context on that share of the device's SMs (spatial.c). */
+ * context on that share of the device's SMs, and launches proved to run
+ * there are charged in SM-time (spatial.c). */
 #ifndef VGPU_HOOK_SPATIAL_H
 #define VGPU_HOOK_SPATIAL_H
 

@@ -90,19 +90,26 @@ static bool claim_alive(const struct vgpu_region *r, uint64_t v)
     return r->fd >= 0 && byte_locked_elsewhere(r->fd, LOCK_SLOT(slot));
 }
 
-uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev)
+/* The region's index of the process's device dev, -1 where r has no
+ * mapping or dev is out of range. */
+static int mapped_index(const struct vgpu_region *r, int dev)
 {
     dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
+    return r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES ? -1 : dev;
+}
+
+uint64_t vgpu_region_context_bytes(const struct vgpu_region *r, int dev)
+{
+    dev = mapped_index(r, dev);
+    if (dev < 0)
         return 0;
     return region_context_size(atomic_load_n(&r->ext->context_bytes[dev], RELAXED));
 }
 
 void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t bytes)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r != NULL && r->base != NULL && dev >= 0 && dev < VGPU_MAX_DEVICES &&
-        !is_claim(bytes))
+    dev = mapped_index(r, dev);
+    if (dev >= 0 && !is_claim(bytes))
         /* Ends whatever claim is there, ours or one that took ours over
          * (that measurer then stores its own figure, or finds its claim
          * gone when it gives up). */
@@ -117,18 +124,15 @@ void vgpu_region_set_context_bytes(struct vgpu_region *r, int dev, uint64_t byte
  * wait less or more, within its own bound. */
 void vgpu_region_note_guess(struct vgpu_region *r, int dev, uint64_t until_ns)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
-        return;
-    atomic_store_n(&r->ext->dev[dev].guesses_until, until_ns, RELAXED);
+    dev = mapped_index(r, dev);
+    if (dev >= 0)
+        atomic_store_n(&r->ext->dev[dev].guesses_until, until_ns, RELAXED);
 }
 
 uint64_t vgpu_region_guesses_until(const struct vgpu_region *r, int dev)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
-        return 0;
-    return atomic_load_n(&r->ext->dev[dev].guesses_until, RELAXED);
+    dev = mapped_index(r, dev);
+    return dev < 0 ? 0 : atomic_load_n(&r->ext->dev[dev].guesses_until, RELAXED);
 }
 
 /* Inside the gate (r->slot, r->fd and the mapping stay put). */
@@ -179,9 +183,8 @@ bool vgpu_region_context_measuring(struct vgpu_region *r, int dev)
 
 void vgpu_region_unclaim_context(struct vgpu_region *r, int dev, uint64_t claim_word)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    if (r == NULL || r->base == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES ||
-        !is_claim(claim_word))
+    dev = mapped_index(r, dev);
+    if (dev < 0 || !is_claim(claim_word))
         return;
     /* Only our own claim goes: one taken over, or a size stored since,
      * stays. Strong enough with a loop: a spurious failure leaves cur

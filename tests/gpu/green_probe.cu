@@ -50,9 +50,7 @@ static void *launches(void *unused)
     (void)unused;
     int sms = 0;
     long long cycles = five_us(&sms);
-    unsigned *used;
-    RT(cudaMalloc(&used, MAX_SMS * sizeof *used));
-    RT(cudaMemset(used, 0, MAX_SMS * sizeof *used));
+    unsigned *used = smid_buffer();
     where<<<BLOCKS, 256>>>(cycles, used);
     printf("%s null_stream sms %d of %d\n", way, count(used), sms);
     cudaStream_t s;

@@ -44,6 +44,15 @@ static int count(unsigned *used)
     return n;
 }
 
+/* A zeroed buffer for where() to record SMs in. */
+static unsigned *smid_buffer(void)
+{
+    unsigned *used;
+    RT(cudaMalloc(&used, MAX_SMS * sizeof *used));
+    RT(cudaMemset(used, 0, MAX_SMS * sizeof *used));
+    return used;
+}
+
 /* Cycles of 5 us on device 0, and its SM count. */
 static long long five_us(int *sms)
 {

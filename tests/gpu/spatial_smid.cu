@@ -11,9 +11,7 @@ int main(void)
 {
     int sms = 0;
     long long cycles = five_us(&sms);
-    unsigned *used;
-    RT(cudaMalloc(&used, MAX_SMS * sizeof *used));
-    RT(cudaMemset(used, 0, MAX_SMS * sizeof *used));
+    unsigned *used = smid_buffer();
 
     where<<<BLOCKS, 256>>>(cycles, used);
     printf("null_stream sms %d of %d\n", count(used), sms);
