@@ -6,9 +6,12 @@
 //   gpu_compute spin  <kernel_us> <async|sync> <warmup_s> <window_s>
 //   gpu_compute graph <kernel_us> <warmup_s> <window_s>   (10 kernels a graph)
 //   gpu_compute launch <count>          (empty kernels: host ns per launch)
+//   gpu_compute call <count> <gap_us>   (empty kernels <gap_us> apart: host
+//                                        ns inside each launch call)
 //
 // Prints "work_per_s <units/s>" (a unit = one block finishing one spin) and
-// "first_s_work_per_s" over the first second, or "ns_per_launch".
+// "first_s_work_per_s" over the first second, "ns_per_launch" or
+// "ns_per_call".
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +100,26 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *mode = argv[1];
+    if (strcmp(mode, "call") == 0 && argc == 4) {
+        /* The host time of the launch call alone, with the GPU mostly idle
+         * (a gap between launches), so that no cap binds and no queue
+         * fills: what the hook adds to each launch. */
+        long n = atol(argv[2]);
+        double gap = atof(argv[3]) * 1e-6, inside = 0;
+        empty<<<1, 1>>>();
+        CHECK(cudaDeviceSynchronize());
+        for (long i = 0; i < n; i++) {
+            double t = now();
+            empty<<<1, 1>>>();
+            double u = now();
+            inside += u - t;
+            while (now() - u < gap)
+                ;
+        }
+        CHECK(cudaDeviceSynchronize());
+        printf("ns_per_call %.1f\n", inside * 1e9 / n);
+        return 0;
+    }
     if (strcmp(mode, "launch") == 0) {
         long n = atol(argv[2]);
         empty<<<1, 1>>>();

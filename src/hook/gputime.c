@@ -6,10 +6,8 @@
  * the CUfunction with its grid and block sizes, or the CUgraphExec (launch.c
  * makes that key). Each thread keeps a small direct-mapped table of keys
  * (KEYS entries; a collision replaces the entry), no lock. A key's estimate
- * is the median of its last three measurements: one launch that straddles
- * another context's time slice (or any other outlier) moves it not at all,
- * a real change in duration (the same function given more work) is
- * followed after two measurements.
+ * comes from its last eight measurements, leaving out those stretched by
+ * another context's time slice (estimate.h: the rule, and what it costs).
  *
  * Sampling. A key's first FIRST launches are measured, then one in EVERY,
  * and the next one whenever its last measurement is older than MAX_AGE_NS
@@ -30,9 +28,9 @@
  * per thread, one more waits for the oldest. On a GPU
  * time-sliced between contexts the start event is processed when this
  * context runs, right before the launch, so waiting for other containers is
- * not counted; a measured launch that straddles a switch is charged the
- * other context's slice as well (see README), and the median keeps that
- * out of the estimate.
+ * not counted; a measured launch that straddles a switch takes the other
+ * context's work into its measurement: estimate.h tells such a
+ * measurement, and the launch is charged the estimate instead.
  *
  * Graph capture: a launch into a capturing stream runs nothing and is left
  * alone. Our event calls run in the relaxed capture mode, so that another
@@ -49,6 +47,7 @@
 #include <stdlib.h>
 
 #include "atomic.h"
+#include "hook/estimate.h"
 #include "hook/limiter.h"
 #include "hook/real.h"
 #include "vgpu/config.h"
@@ -66,8 +65,7 @@ struct estimate {
     int dev;
     uint32_t taken;         /* launches measured (saturates at FIRST) */
     uint32_t countdown;     /* launches until the next measured one */
-    uint32_t samples;       /* measurements in sample[] (up to 3) */
-    int64_t sample[3];      /* the last three, newest at [0] */
+    struct estimate_window window; /* its last measurements */
     int64_t ns;             /* the estimate; 0 until the first measurement */
     uint32_t covered;       /* launches charged since the last measured one */
     int64_t covered_ns;     /* what they were charged */
@@ -147,7 +145,7 @@ static void settle_all(struct thread_state *s)
     reap(s, false);
     for (int i = 0; i < KEYS; i++) {
         struct estimate *k = &s->table[i];
-        if (k->key != 0 && k->samples > 0 && k->covered > 0)
+        if (k->key != 0 && k->window.count > 0 && k->covered > 0)
             charge(s, k->dev, k->ns * (int64_t)k->covered - k->covered_ns);
         k->covered = 0;
         k->covered_ns = 0;
@@ -262,33 +260,6 @@ static CUresult elapsed_ms(float *ms, CUevent a, CUevent b)
     return CUDA_ERROR_NOT_SUPPORTED;
 }
 
-static int64_t median3(int64_t a, int64_t b, int64_t c)
-{
-    if (a > b) {
-        int64_t t = a;
-        a = b;
-        b = t;
-    }
-    return c < a ? a : c > b ? b : c;
-}
-
-/* A measurement of key's launch: the new estimate. */
-static int64_t learn(struct estimate *k, int64_t ns)
-{
-    k->sample[2] = k->sample[1];
-    k->sample[1] = k->sample[0];
-    k->sample[0] = ns;
-    if (k->samples < 3)
-        k->samples++;
-    if (k->samples == 1)
-        k->ns = ns;
-    else if (k->samples == 2) /* outliers are long (time slices): the shorter */
-        k->ns = ns < k->sample[1] ? ns : k->sample[1];
-    else
-        k->ns = median3(k->sample[0], k->sample[1], k->sample[2]);
-    return k->ns;
-}
-
 static void settle(struct thread_state *s, struct inflight *e, bool done)
 {
     float ms = 0;
@@ -296,8 +267,11 @@ static void settle(struct thread_state *s, struct inflight *e, bool done)
         int64_t ns = (int64_t)((double)ms * 1e6);
         struct estimate *k = &s->table[e->slot];
         int64_t each = ns;
+        bool own = true;
         if (k->key == e->key && k->dev == e->dev)
-            each = learn(k, ns);
+            k->ns = each = estimate_learn(&k->window, ns, &own);
+        if (!own) /* stretched by another context's time (estimate.h) */
+            ns = each;
         /* This launch as measured, the ones it covers at the estimate. */
         int64_t owed = ns - e->charged +
                        each * (int64_t)e->covered - e->covered_ns;
@@ -384,7 +358,7 @@ bool gputime_prepare(struct launch_ticket *t)
                    t->now - k->measured_at > MAX_AGE_NS;
     if (!measure) {
         k->countdown--;
-        if (k->samples == 0 && s->count > 0) {
+        if (k->window.count == 0 && s->count > 0) {
             /* No estimate yet: look for the first measurement at every
              * launch, not only at the next measured one. */
             CUstreamCaptureMode mode = relaxed();
