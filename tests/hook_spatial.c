@@ -150,7 +150,7 @@ static void case_retain(void)
     CU_OK(cuDevicePrimaryCtxRetain(&ctx, 0));
     stderr_back(saved);
     CHECK(sms_of(ctx) == 40, "the runtime's context has 40 SMs: %u", sms_of(ctx));
-    CHECK(log_lines("runs on 40 of 132 SMs") == 1, "one line says so");
+    CHECK(log_lines("a green context of 40 of 132 SMs") == 1, "one line says so");
     void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
     getproc_fn getproc = (getproc_fn)dlsym(cuda, "cuGetProcAddress_v2");
     void *fn = NULL;

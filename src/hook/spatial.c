@@ -7,10 +7,13 @@
  * least its smallest partition, and every retain hands that back instead
  * of the primary context; cuCtxSetCurrent and cuCtxPushCurrent given the
  * primary make the green context current instead. Handing it out is not
- * proof that the work runs there (on an H100 with CUDA 13 the runtime's
- * work ran on every SM though its retain got the green context): each
- * limited launch checks that its context is the green one
- * (spatial_check_launch), else the device is charged in full.
+ * proof that the work runs there: on an H100 with CUDA 13 the runtime's
+ * work ran in its primary context on every SM, though its retain got the
+ * green context and the runtime fetched both functions above through
+ * cuGetProcAddress (it makes the primary current by a way of its own).
+ * So each limited launch checks that its context is the green one
+ * (spatial_check_launch), else the device is charged in full: for runtime
+ * programs, time mode.
  *
  * The partition isolates; the GPU-time budget still holds the cap (launch.c
  * as in time mode), in SM-time: while every context of this process on the
@@ -214,8 +217,9 @@ static void partition(struct partition *p, CUdevice dev, uint32_t pct)
         return;
     }
     p->given_up = false;
-    log_info("device %d: VGPU_SM_MODE=spatial: the runtime's context runs on "
-             "%u of %u SMs (compute limit %u %%)", dev, p->sms, p->all, pct);
+    log_info("device %d: VGPU_SM_MODE=spatial: a green context of %u of %u "
+             "SMs (compute limit %u %%); a launch outside it is charged in "
+             "full", dev, p->sms, p->all, pct);
 }
 
 void spatial_retained(CUcontext *pctx, CUdevice dev)
@@ -357,9 +361,10 @@ void spatial_check_launch(int dev, CUstream stream)
     struct partition *p = &parts[dev];
     if (!p->strayed && p->green != NULL)
         log_warn("device %d: VGPU_SM_MODE=spatial: a launch ran in context "
-                 "%p, not the green context %p (primary %p): every "
-                 "launch there is charged in full GPU time", dev, (void *)cur,
-                 (void *)p->ctx, (void *)p->primary);
+                 "%p, not the green context %p (primary %p; the CUDA "
+                 "runtime makes its own current): from now on every launch "
+                 "there is charged in full GPU time, as in time mode", dev,
+                 (void *)cur, (void *)p->ctx, (void *)p->primary);
     p->strayed = p->green != NULL; /* else nothing is confined anyway */
     publish(p);
     unlock_out();
