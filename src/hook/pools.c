@@ -21,7 +21,13 @@
  *    what the driver released is uncharged (only while no allocation of
  *    the pool is between its charge and its settle);
  *  - a charge that would fail anywhere (a plain cuMemAlloc too) first
- *    trims this process's pools on that device and tries once more.
+ *    trims this process's pools on that device and tries once more;
+ *  - a trim (ours or the program's) waits until no allocation of the pool
+ *    is between its charge and its settle, holds new ones back meanwhile,
+ *    and is settled under the same lock: an allocation charged as held by
+ *    the cache never finds the cache gone (the driver would take a whole
+ *    new chunk for it, beyond the charge), and none is charged against the
+ *    cache of a trim not yet settled.
  *
  * Allocations are charged to the pool's device (cuMemAllocAsync: the
  * stream's device's current pool), whatever the current context, and from
@@ -55,6 +61,7 @@ struct pool {
     bool destroyed;      /* by cuMemPoolDestroy; kept while allocations live */
     bool blind;          /* its reserved size cannot be read: live only */
     int inflight;        /* allocations between their charge and settle */
+    int trimming;        /* trims waiting for inflight to fall to 0 */
     uint64_t pending;    /* their bytes, rounded up to the granularity */
     uint64_t slack;      /* most the pool ever grew beyond its estimate */
     uint64_t charged;    /* bytes charged to the region for this pool */
@@ -63,6 +70,8 @@ struct pool {
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Signalled when a pool's inflight falls to 0 or its trim is done. */
+static pthread_cond_t idle = PTHREAD_COND_INITIALIZER;
 static struct pool pools[MAX_POOLS];
 static int used_records; /* records in use; read without the lock as a hint */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -71,6 +80,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void forget_in_child(void)
 {
     pthread_mutex_init(&lock, NULL);
+    pthread_cond_init(&idle, NULL);
     memset(pools, 0, sizeof pools);
     used_records = 0;
 }
@@ -120,7 +130,8 @@ static struct pool *record(CUmemoryPool handle, int dev)
 /* A destroyed pool whose allocations are all freed: its record is free. */
 static void recycle(struct pool *p)
 {
-    if (p->destroyed && p->live == 0 && p->inflight == 0 && p->charged == 0) {
+    if (p->destroyed && p->live == 0 && p->inflight == 0 && p->trimming == 0 &&
+        p->charged == 0) {
         memset(p, 0, sizeof *p);
         atomic_sub(&used_records, 1, RELAXED); /* a hint */
     }
@@ -184,12 +195,19 @@ static bool settle(struct pool *p)
 /* Charge what p's cache does not cover of bytes (caller holds the lock). */
 static bool reserve_locked(struct pool *p, uint64_t bytes)
 {
-    uint64_t used = p->live;
+    uint64_t used = p->live, reserved = p->charged;
     query(p, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used);
+    query(p, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved);
     uint64_t want = used + p->pending + rounded(bytes);
-    if (want > p->charged) { /* the cache falls short: the pool will grow */
-        /* at worst by whole new chunks holding all of this allocation */
-        uint64_t grown = p->charged + round_up(bytes, GROWTH_CHUNK);
+    if (want > p->charged || want > reserved) { /* the pool will grow */
+        /* at worst by whole new chunks holding all of this allocation, and
+         * from what the driver reserves: that is below the charge after a
+         * synchronization released some of it and before its settle */
+        uint64_t grown = 0;
+        if (want > reserved)
+            grown = reserved + round_up(want - reserved, GROWTH_CHUNK);
+        if (want > p->charged && grown < p->charged + round_up(bytes, GROWTH_CHUNK))
+            grown = p->charged + round_up(bytes, GROWTH_CHUNK);
         want = (want > grown ? want : grown) + p->slack;
     }
     uint64_t need = want > p->charged ? want - p->charged : 0;
@@ -202,34 +220,48 @@ static bool reserve_locked(struct pool *p, uint64_t bytes)
     return true;
 }
 
+/* Trim the pool handle in the driver down to keep, and settle its charge
+ * (caller holds the lock; p: its record, or NULL). First waits until none
+ * of its allocations is between its charge and its settle, and holds new
+ * ones back meanwhile (reserve): such an allocation may have been charged
+ * as held by the cache that the trim releases. The trim and the settle are
+ * under the lock, which a charge takes too: none is charged against the
+ * cache of a trim not yet settled. Returns the bytes uncharged. */
+static uint64_t trim_locked(struct pool *p, CUmemoryPool handle, size_t keep,
+                            CUresult *rc)
+{
+    if (p != NULL) {
+        p->trimming++;
+        while (p->inflight > 0)
+            pthread_cond_wait(&idle, &lock);
+        p->trimming--;
+        pthread_cond_broadcast(&idle); /* the reserves it held back */
+    }
+    CUresult r = REAL(cuMemPoolTrimTo) ? REAL(cuMemPoolTrimTo)(handle, keep)
+                                       : CUDA_ERROR_NOT_SUPPORTED;
+    if (rc != NULL)
+        *rc = r;
+    if (p == NULL)
+        return 0;
+    uint64_t before = p->charged;
+    settle(p);
+    uint64_t after = p->charged;
+    recycle(p);
+    return before > after ? before - after : 0;
+}
+
 uint64_t pools_give_back(int dev)
 {
     if (atomic_load_n(&used_records, RELAXED) == 0) /* a hint: no pool known */
         return 0;
-    CUmemoryPool cached[MAX_POOLS];
-    int n = 0;
+    uint64_t given = 0;
     lock_pools();
     for (int i = 0; i < MAX_POOLS; i++)
         if (pools[i].handle && !pools[i].destroyed && pools[i].dev == dev &&
             pools[i].charged > pools[i].live)
-            cached[n++] = pools[i].handle;
+            given += trim_locked(&pools[i], pools[i].handle, 0, NULL);
     pthread_mutex_unlock(&lock);
-    if (n == 0 || REAL(cuMemPoolTrimTo) == NULL)
-        return 0;
-    for (int i = 0; i < n; i++)
-        REAL(cuMemPoolTrimTo)(cached[i], 0);
-    uint64_t before = 0, after = 0;
-    lock_pools();
-    for (int i = 0; i < n; i++) {
-        struct pool *p = find(cached[i]);
-        if (p == NULL)
-            continue;
-        before += p->charged;
-        settle(p);
-        after += p->charged;
-    }
-    pthread_mutex_unlock(&lock);
-    return before > after ? before - after : 0;
+    return given;
 }
 
 void pools_freed(const struct ledger_entry *e)
@@ -308,15 +340,24 @@ static struct pool *known(CUmemoryPool handle, int dev)
 typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
 typedef CUresult (*free_fn)(CUdeviceptr, CUstream);
 
+/* Until no trim of p waits for its allocations in flight (trim_locked). */
+static void wait_trims(struct pool *p)
+{
+    while (p->trimming > 0)
+        pthread_cond_wait(&idle, &lock);
+}
+
 static bool reserve(struct pool *p, uint64_t bytes)
 {
     lock_pools();
+    wait_trims(p);
     bool ok = reserve_locked(p, bytes);
     int dev = p->dev;
     pthread_mutex_unlock(&lock);
     if (ok || pools_give_back(dev) == 0)
         return ok;
     lock_pools();
+    wait_trims(p);
     ok = reserve_locked(p, bytes);
     pthread_mutex_unlock(&lock);
     return ok;
@@ -330,7 +371,8 @@ static CUresult settle_alloc(struct pool *p, uint64_t bytes, CUresult rc,
     lock_pools();
     CUmemoryPool handle = p->handle;
     uint64_t estimated = p->charged;
-    p->inflight--;
+    if (--p->inflight == 0)
+        pthread_cond_broadcast(&idle); /* trims waiting for it */
     p->pending -= rounded(bytes);
     if (rc == CUDA_SUCCESS) {
         p->live += rounded(bytes);
@@ -348,10 +390,10 @@ static CUresult settle_alloc(struct pool *p, uint64_t bytes, CUresult rc,
     struct ledger_entry e;
     if (ledger_take(SPACE_POINTER, ptr, &e) && release(ptr, s) == CUDA_SUCCESS)
         pools_freed(&e);
-    if (REAL(cuMemPoolTrimTo))
-        REAL(cuMemPoolTrimTo)(handle, 0);
     lock_pools();
-    settle(p);
+    struct pool *q = find(handle); /* none: destroyed, its cache went with it */
+    if (q != NULL)
+        trim_locked(q, handle, 0, NULL);
     pthread_mutex_unlock(&lock);
     return CUDA_ERROR_OUT_OF_MEMORY;
 }
@@ -540,13 +582,11 @@ EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
 EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
 {
     NEED(cuMemPoolTrimTo);
-    CUresult rc = REAL(cuMemPoolTrimTo)(pool, keep);
-    if (rc != CUDA_SUCCESS)
-        return rc;
+    if (charge_nested()) /* the driver's own call, within one of ours in flight */
+        return REAL(cuMemPoolTrimTo)(pool, keep);
+    CUresult rc;
     lock_pools();
-    struct pool *p = find(pool);
-    if (p != NULL)
-        settle(p);
+    trim_locked(find(pool), pool, keep, &rc);
     pthread_mutex_unlock(&lock);
     return rc;
 }

@@ -8,10 +8,13 @@
  * 0; PyTorch sets UINT64_MAX); cuMemPoolTrimTo gives back down to its
  * argument; destroying a pool gives back its cache. The ledger (state.c)
  * counts reserved bytes, as NVML does. A stream-ordered free takes effect
- * at the call. Work on streams and events: exec.c. */
+ * at the call. FAKEGPU_POOL_DELAY_US=n: a pool allocation waits n us before
+ * it takes its memory, and cuMemPoolTrimTo n us after it gave memory back
+ * (to widen a race for a test). Work on streams and events: exec.c. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "driver.h"
 #include "fakegpu.h"
@@ -154,6 +157,15 @@ static uint64_t growth_unit(void)
     return mib ? mib << 20 : FG_POOL_CHUNK;
 }
 
+/* FAKEGPU_POOL_DELAY_US: see the top. */
+static void pool_delay(void)
+{
+    const char *v = getenv("FAKEGPU_POOL_DELAY_US");
+    uint64_t us = v ? strtoull(v, NULL, 10) : 0;
+    if (us)
+        usleep((useconds_t)us);
+}
+
 /* As the driver: a fork child owns none of its parent's pool memory. */
 static void forget_pools_in_child(void)
 {
@@ -234,6 +246,7 @@ static CUresult pool_allocate(uint64_t *dptr, uint64_t bytes, struct fg_pool *p)
     if (dptr == NULL || bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t need = chunked(bytes);
+    pool_delay();
     pthread_mutex_lock(&pools_lock);
     if (p->reserved - p->used < need) {
         uint64_t grow = round_up(p->used + need - p->reserved, growth_unit());
@@ -350,6 +363,7 @@ EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
     pthread_mutex_lock(&pools_lock);
     shrink(p, keep);
     pthread_mutex_unlock(&pools_lock);
+    pool_delay();
     return CUDA_SUCCESS;
 }
 
