@@ -39,7 +39,9 @@
  * H100, 30 % + 70 % containers together got 28.5 + 55.4 %). 2 ms keeps a
  * 10 % container's holds at 18 ms, well inside any window a share is
  * judged over. */
+#ifndef VGPU_SM_RESUME_NS /* a build may set another, to measure it */
 #define VGPU_SM_RESUME_NS 2000000ll
+#endif
 
 struct vgpu_sm_budget {
     int64_t tokens;        /* GPU-ns the container may still use; < 0: debt */
