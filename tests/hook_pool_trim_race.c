@@ -15,7 +15,7 @@
 
 #include "hook_util.h"
 
-#define DELAY_US 300000 /* 0.3 s: each step below starts 0.1 s apart */
+#define DELAY_US "300000" /* 0.3 s: each step below starts 0.1 s apart */
 
 static CUcontext ctx;
 static CUstream stream;
@@ -52,7 +52,7 @@ static void race(const char *name, useconds_t wait_us, useconds_t plain_us)
 {
     struct job j = {wait_us, 20 * MiB, 0, CUDA_SUCCESS};
     pthread_t t;
-    setenv("FAKEGPU_POOL_DELAY_US", "300000", 1); /* no other thread runs */
+    setenv("FAKEGPU_POOL_DELAY_US", DELAY_US, 1); /* before its threads start */
     CHECK(pthread_create(&t, NULL, pool_alloc, &j) == 0, "thread");
     usleep(plain_us);
     CUdeviceptr q = 0;

@@ -23,11 +23,14 @@
  *  - a charge that would fail anywhere (a plain cuMemAlloc too) first
  *    trims this process's pools on that device and tries once more;
  *  - a trim (ours or the program's) waits until no allocation of the pool
- *    is between its charge and its settle, holds new ones back meanwhile,
- *    and is settled under the same lock: an allocation charged as held by
- *    the cache never finds the cache gone (the driver would take a whole
- *    new chunk for it, beyond the charge), and none is charged against the
- *    cache of a trim not yet settled.
+ *    is between its charge and its settle, and holds new ones back until
+ *    it is settled: an allocation charged as held by the cache never finds
+ *    a trim took it (the driver would take a whole new chunk for it,
+ *    beyond the charge), and none is charged against the cache of a trim
+ *    not yet settled. A synchronization that releases cache above the
+ *    release threshold on another thread still can (the driver's doing,
+ *    not held back here): the allocation's settle then finds the pool
+ *    grown past the limit and gives it back, refused.
  *
  * Allocations are charged to the pool's device (cuMemAllocAsync: the
  * stream's device's current pool), whatever the current context, and from
@@ -220,33 +223,50 @@ static bool reserve_locked(struct pool *p, uint64_t bytes)
     return true;
 }
 
-/* Trim the pool handle in the driver down to keep, and settle its charge
- * (caller holds the lock; p: its record, or NULL). First waits until none
- * of its allocations is between its charge and its settle, and holds new
- * ones back meanwhile (reserve): such an allocation may have been charged
- * as held by the cache that the trim releases. The trim and the settle are
- * under the lock, which a charge takes too: none is charged against the
- * cache of a trim not yet settled. Returns the bytes uncharged. */
+/* pthread_cond_wait on `idle` (caller holds the lock), not a cancellation
+ * point here: a thread cancelled in it would leave with the lock held and
+ * its count raised, and every pool hook after it would wait for ever. */
+static void wait_idle(void)
+{
+    int state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    pthread_cond_wait(&idle, &lock);
+    pthread_setcancelstate(state, NULL);
+}
+
+/* Trim p's pool (handle) in the driver down to keep, and settle its charge
+ * (caller holds the lock). First waits until none of its allocations is
+ * between its charge and its settle, and holds new ones back until the
+ * settle (reserve): such an allocation may have been charged as held by
+ * the cache that the trim releases, and none may be charged against the
+ * cache of a trim not yet settled. The driver's trim runs without the lock
+ * (it may take long, and must not meet our lock if it calls our hooks):
+ * `trimming` keeps p's reserves out meanwhile and its record alive. A pool
+ * destroyed while this waited is not trimmed (CUDA_ERROR_INVALID_VALUE:
+ * its handle may be another pool's by now). Returns the bytes uncharged. */
 static uint64_t trim_locked(struct pool *p, CUmemoryPool handle, size_t keep,
                             CUresult *rc)
 {
-    if (p != NULL) {
-        p->trimming++;
-        while (p->inflight > 0)
-            pthread_cond_wait(&idle, &lock);
-        p->trimming--;
-        pthread_cond_broadcast(&idle); /* the reserves it held back */
+    p->trimming++;
+    while (p->inflight > 0)
+        wait_idle();
+    CUresult r = CUDA_ERROR_INVALID_VALUE;
+    bool live = !p->destroyed && p->handle == handle;
+    if (live) {
+        pthread_mutex_unlock(&lock);
+        r = REAL(cuMemPoolTrimTo) ? REAL(cuMemPoolTrimTo)(handle, keep)
+                                  : CUDA_ERROR_NOT_SUPPORTED;
+        pthread_mutex_lock(&lock);
     }
-    CUresult r = REAL(cuMemPoolTrimTo) ? REAL(cuMemPoolTrimTo)(handle, keep)
-                                       : CUDA_ERROR_NOT_SUPPORTED;
+    uint64_t before = p->charged;
+    if (live && !p->destroyed)
+        settle(p);
+    uint64_t after = p->charged;
+    p->trimming--;
+    pthread_cond_broadcast(&idle); /* the reserves it held back */
+    recycle(p);
     if (rc != NULL)
         *rc = r;
-    if (p == NULL)
-        return 0;
-    uint64_t before = p->charged;
-    settle(p);
-    uint64_t after = p->charged;
-    recycle(p);
     return before > after ? before - after : 0;
 }
 
@@ -344,7 +364,7 @@ typedef CUresult (*free_fn)(CUdeviceptr, CUstream);
 static void wait_trims(struct pool *p)
 {
     while (p->trimming > 0)
-        pthread_cond_wait(&idle, &lock);
+        wait_idle();
 }
 
 static bool reserve(struct pool *p, uint64_t bytes)
@@ -584,9 +604,14 @@ EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
     NEED(cuMemPoolTrimTo);
     if (charge_nested()) /* the driver's own call, within one of ours in flight */
         return REAL(cuMemPoolTrimTo)(pool, keep);
-    CUresult rc;
     lock_pools();
-    trim_locked(find(pool), pool, keep, &rc);
+    struct pool *p = find(pool);
+    if (p == NULL) { /* not one we charge for */
+        pthread_mutex_unlock(&lock);
+        return REAL(cuMemPoolTrimTo)(pool, keep);
+    }
+    CUresult rc;
+    trim_locked(p, pool, keep, &rc);
     pthread_mutex_unlock(&lock);
     return rc;
 }
