@@ -8,10 +8,7 @@
  *     ahead, the driver would take a whole new 32 MiB chunk for it, beyond
  *     the charge;
  *  2. a pool allocation comes while vgpu's trim is in the driver: it must
- *     not count on the cache that the trim is giving back;
- *  3. with the default release threshold (0), an allocation that the cache
- *     holds is in flight when another stream's synchronization makes the
- *     driver release the cache.
+ *     not count on the cache that the trim is giving back.
  * Refusals are expected; the driver holding more than 1 GiB is not. */
 #include <pthread.h>
 #include <unistd.h>
@@ -115,47 +112,6 @@ int main(void)
     race("allocation during a trim", 100000, 0);
     CU_OK(cuMemFreeAsync(live, stream));
     CU_OK(cuMemFree_v2(plain));
-
-    /* 3: threshold 0. The pool reserves 132 MiB, 108 of it live, 24 MiB
-     * of cache since the last synchronization; the charge is 1023 MiB. The
-     * pool allocation (a cache hit) is in the driver from 0 s to 0.3 s;
-     * another stream is synchronized at 0.1 s. */
-    cuuint64_t keep_none = 0;
-    CU_OK(cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &keep_none));
-    CU_OK(cuMemPoolTrimTo(pool, 0));
-    CUstream other;
-    CU_OK(cuStreamCreate(&other, 0));
-    CUdeviceptr small, brief;
-    CU_OK(cuMemAlloc_v2(&plain, 891 * MiB));
-    CU_OK(cuMemAllocAsync(&live, 100 * MiB, stream));
-    CU_OK(cuStreamSynchronize(stream));
-    CU_OK(cuMemAllocAsync(&small, 8 * MiB, stream));
-    CU_OK(cuMemAllocAsync(&brief, 20 * MiB, stream));
-    CU_OK(cuMemFreeAsync(brief, stream));
-    CHECK(region_used(0) == 1023 * MiB && fakegpu_process_used(0) == 1023 * MiB,
-          "filled: region %llu MiB, driver %llu MiB",
-          (unsigned long long)(region_used(0) / MiB),
-          (unsigned long long)(fakegpu_process_used(0) / MiB));
-    struct job j = {0, 20 * MiB, 0, CUDA_SUCCESS};
-    pthread_t t;
-    setenv("FAKEGPU_POOL_DELAY_US", DELAY_US, 1); /* before its thread starts */
-    CHECK(pthread_create(&t, NULL, pool_alloc, &j) == 0, "thread");
-    usleep(100000);
-    CU_OK(cuStreamSynchronize(other));
-    pthread_join(t, NULL);
-    unsetenv("FAKEGPU_POOL_DELAY_US");
-    CHECK(j.rc == CUDA_SUCCESS || j.rc == CUDA_ERROR_OUT_OF_MEMORY, "pool rc %d",
-          (int)j.rc);
-    printf("synchronization during a cache hit: pool %s, driver peak %llu KiB\n",
-           j.rc ? "refused" : "ok", (unsigned long long)(fakegpu_device_peak(0) >> 10));
-    check_peak("synchronization during a cache hit");
-    if (j.rc == CUDA_SUCCESS)
-        CU_OK(cuMemFreeAsync(j.ptr, stream));
-    CU_OK(cuMemFreeAsync(small, stream));
-    CU_OK(cuMemFreeAsync(live, stream));
-    CU_OK(cuMemFree_v2(plain));
-    CU_OK(cuStreamSynchronize(stream));
-    CU_OK(cuStreamDestroy_v2(other));
 
     CU_OK(cuMemPoolTrimTo(pool, 0));
     CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");

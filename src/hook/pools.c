@@ -27,11 +27,10 @@
  *    it is settled: an allocation charged as held by the cache never finds
  *    a trim took it (the driver would take a whole new chunk for it,
  *    beyond the charge), and none is charged against the cache of a trim
- *    not yet settled;
- *  - a synchronization (which makes the driver release cache above the
- *    release thresholds) likewise waits until no allocation of a pool
- *    holding such cache is in flight, and until its settle new ones count
- *    only the cache that the threshold keeps.
+ *    not yet settled. A synchronization that releases cache above the
+ *    release threshold on another thread still can (the driver's doing,
+ *    not held back here): the allocation's settle then finds the pool
+ *    grown past the limit and gives it back, refused.
  *
  * Allocations are charged to the pool's device (cuMemAllocAsync: the
  * stream's device's current pool), whatever the current context, and from
@@ -77,8 +76,6 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 /* Signalled when a pool's inflight falls to 0 or its trim is done. */
 static pthread_cond_t idle = PTHREAD_COND_INITIALIZER;
 static struct pool pools[MAX_POOLS];
-/* Synchronizations between their start and their settle (before_sync). */
-static int syncing;
 static int used_records; /* records in use; read without the lock as a hint */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -89,7 +86,6 @@ static void forget_in_child(void)
     pthread_cond_init(&idle, NULL);
     memset(pools, 0, sizeof pools);
     used_records = 0;
-    syncing = 0;
 }
 
 static void init(void)
@@ -205,9 +201,6 @@ static bool reserve_locked(struct pool *p, uint64_t bytes)
     uint64_t used = p->live, reserved = p->charged;
     query(p, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used);
     query(p, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved);
-    uint64_t kept = used > p->threshold ? used : p->threshold;
-    if (syncing > 0 && kept < reserved)
-        reserved = kept; /* a synchronization may release the rest now */
     uint64_t want = used + p->pending + rounded(bytes);
     if (want > p->charged || want > reserved) { /* the pool will grow */
         /* at worst by whole new chunks holding all of this allocation, and
@@ -640,94 +633,56 @@ EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute att
 
 /* ---- Synchronizations: the driver releases what exceeds thresholds ---- */
 
-/* An allocation of a pool whose cache a synchronization may release is in
- * flight (caller holds the lock). */
-static bool releasable_in_flight(void)
+static void after_sync(CUresult rc)
 {
-    for (int i = 0; i < MAX_POOLS; i++)
-        if (pools[i].handle && pools[i].inflight > 0 &&
-            pools[i].charged > pools[i].threshold)
-            return true;
-    return false;
-}
-
-/* Before a synchronization: each allocation in flight may have been
- * charged as held by cache that the driver releases in it (it would grow a
- * new chunk beyond the charge): wait for them, and have new ones count
- * only what the thresholds keep (reserve_locked) until after_sync has
- * settled. They are in the driver's allocation call, not waiting for
- * anything of ours. False: nothing to wait for (no pool known, or the
- * driver's own call inside one of ours). */
-static bool before_sync(void)
-{
-    if (charge_nested() || atomic_load_n(&used_records, RELAXED) == 0) /* a hint */
-        return false;
-    lock_pools();
-    syncing++;
-    while (releasable_in_flight())
-        wait_idle();
-    pthread_mutex_unlock(&lock);
-    return true;
-}
-
-static void after_sync(CUresult rc, bool began)
-{
-    if (!began && (rc != CUDA_SUCCESS ||
-                   atomic_load_n(&used_records, RELAXED) == 0)) /* a hint */
+    if (rc != CUDA_SUCCESS || atomic_load_n(&used_records, RELAXED) == 0) /* a hint */
         return;
     lock_pools();
-    for (int i = 0; rc == CUDA_SUCCESS && i < MAX_POOLS; i++) {
+    for (int i = 0; i < MAX_POOLS; i++) {
         struct pool *p = &pools[i];
         if (p->handle && !p->destroyed && !p->blind && p->charged > p->live &&
             p->charged > p->threshold)
             settle(p);
     }
-    if (began)
-        syncing--;
     pthread_mutex_unlock(&lock);
 }
 
 EXPORT CUresult cuStreamSynchronize(CUstream s)
 {
     NEED(cuStreamSynchronize);
-    bool began = before_sync();
     CUresult rc = REAL(cuStreamSynchronize)(s);
-    after_sync(rc, began);
+    after_sync(rc);
     return rc;
 }
 
 EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s)
 {
     NEED(cuStreamSynchronize_ptsz);
-    bool began = before_sync();
     CUresult rc = REAL(cuStreamSynchronize_ptsz)(s);
-    after_sync(rc, began);
+    after_sync(rc);
     return rc;
 }
 
 EXPORT CUresult cuCtxSynchronize(void)
 {
     NEED(cuCtxSynchronize);
-    bool began = before_sync();
     CUresult rc = REAL(cuCtxSynchronize)();
-    after_sync(rc, began);
+    after_sync(rc);
     return rc;
 }
 
 EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx)
 {
     NEED(cuCtxSynchronize_v2);
-    bool began = before_sync();
     CUresult rc = REAL(cuCtxSynchronize_v2)(ctx);
-    after_sync(rc, began);
+    after_sync(rc);
     return rc;
 }
 
 EXPORT CUresult cuEventSynchronize(CUevent event)
 {
     NEED(cuEventSynchronize);
-    bool began = before_sync();
     CUresult rc = REAL(cuEventSynchronize)(event);
-    after_sync(rc, began);
+    after_sync(rc);
     return rc;
 }
