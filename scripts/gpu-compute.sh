@@ -120,12 +120,14 @@ done
 python3 - "$RES" <<'PY'
 import glob, os, re, statistics, sys
 res = sys.argv[1]
-def val(path, key):
+def values(path, key):
     try:
-        m = re.search(r"^%s ([0-9.]+)" % key, open(path).read(), re.M)
-        return float(m.group(1)) if m else None
+        return [float(x) for x in re.findall(r"^%s ([0-9.]+)" % key, open(path).read(), re.M)]
     except OSError:
-        return None
+        return []
+def val(path, key):
+    v = values(path, key)
+    return v[0] if v else None
 solo = {w: val(f"{res}/solo-{w}-0.out", "work_per_s") for w in
         ("long", "sync", "short", "graph", "torch")}
 print("%-10s %-8s %5s %7s %7s %s" % ("tenant", "workload", "cap", "share", "error", "note"))
@@ -160,17 +162,12 @@ for tag, e in errs.items():
         p95 = e[min(len(e) - 1, int(round(0.95 * (len(e) - 1))))]
         print("%s: median |share - cap| %.1f points, p95 %.1f (%d runs)" %
               (tag, statistics.median(e), p95, len(e)))
-def best(path, key):
-    try:
-        v = [float(x) for x in re.findall(r"^%s ([0-9.]+)" % key, open(path).read(), re.M)]
-        return min(v) if v else None
-    except OSError:
-        return None
-o = {k: best(f"{res}/ovh-{k}.out", "ns_per_call") for k in ("plain", "nolimit", "cap90")}
+o = {k: min(values(f"{res}/ovh-{k}.out", "ns_per_call"), default=None)
+     for k in ("plain", "nolimit", "cap90")}
 print("ns inside a launch call (best of 3): no preload %s, vgpu no limit %s, vgpu cap 90 %s" %
       (o["plain"], o["nolimit"], o["cap90"]))
 if o["plain"] and o["nolimit"] and o["cap90"]:
-    held = re.findall(r"^held_ns ([0-9]+)", open(f"{res}/ovh-cap90.out").read(), re.M)
+    held = values(f"{res}/ovh-cap90.out", "held_ns")
     print("overhead per launch: no limit %+.0f ns, cap 90 %+.0f ns (launches held, ns: %s)" %
-          (o["nolimit"] - o["plain"], o["cap90"] - o["plain"], " ".join(held)))
+          (o["nolimit"] - o["plain"], o["cap90"] - o["plain"], " ".join("%.0f" % h for h in held)))
 PY

@@ -357,17 +357,24 @@ static void case_substitute(void)
     printf("substitute: ok\n");
 }
 
+/* Launches into `stream` (NULL: the current context's) for 2 s, found
+ * outside the green context: charged in full, and one line says so. */
+static void expect_charged_in_full(CUstream stream, const char *what)
+{
+    int saved = stderr_to_log();
+    double got = run_in(stream, 2.0);
+    stderr_back(saved);
+    printf("%s: share %.1f %% (cap %d %%)\n", what, got, CAP);
+    CHECK(got <= CAP + 3, "charged in full: share %.1f within the cap", got);
+    CHECK(log_lines("not the green context") == 1, "one line says so");
+}
+
 static void case_stray(void)
 {
     confined_process();
-    int saved = stderr_to_log();
     CU_OK(fakegpu_primary_current_unhooked(0));
-    double s = run_in(NULL, 2.0);
-    stderr_back(saved);
-    printf("stray: launches on the primary context, made current behind "
-           "vgpu's back: share %.1f %% (cap %d %%)\n", s, CAP);
-    CHECK(s <= CAP + 3, "charged in full: share %.1f within the cap", s);
-    CHECK(log_lines("not the green context") == 1, "one line says so");
+    expect_charged_in_full(NULL, "stray: launches on the primary context, "
+                                 "made current behind vgpu's back");
     printf("stray: ok\n");
 }
 
@@ -381,13 +388,8 @@ static void case_stream(void)
     CUstream s;
     CU_OK(cuStreamCreate(&s, 0));
     CU_OK(cuCtxSetCurrent(green));
-    int saved = stderr_to_log();
-    double got = run_in(s, 2.0);
-    stderr_back(saved);
-    printf("stream: a stream of the primary context, launched into with the "
-           "green one current: share %.1f %% (cap %d %%)\n", got, CAP);
-    CHECK(got <= CAP + 3, "charged in full: share %.1f within the cap", got);
-    CHECK(log_lines("not the green context") == 1, "one line says so");
+    expect_charged_in_full(s, "stream: a stream of the primary context, "
+                              "launched into with the green one current");
     printf("stream: ok\n");
 }
 
