@@ -29,6 +29,10 @@ uint64_t fakegpu_work_end_ns(void);
 uint64_t fakegpu_device_busy_ns(int physical);
 /* Event calls this process made: records only, or all of them. */
 uint64_t fakegpu_event_calls(bool records_only);
+/* cuStreamIsCapturing calls this process made. */
+uint64_t fakegpu_capture_queries(void);
+/* A capture begun by a way no hook sees (a runtime's private entry). */
+CUresult fakegpu_begin_capture_unseen(CUstream s);
 
 /* Start from a fresh simulated machine: its state file removed, its size
  * and device count set, before the first driver call of this process. */

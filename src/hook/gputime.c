@@ -33,7 +33,8 @@
  * measurement, and the launch is charged the estimate instead.
  *
  * Graph capture: a launch into a capturing stream runs nothing and is left
- * alone. Our event calls run in the relaxed capture mode, so that another
+ * alone (the driver is asked only while capture.c counts a capture open,
+ * and for launches to be measured). Our event calls run in the relaxed capture mode, so that another
  * thread's capture in global mode (PyTorch's default) neither refuses them
  * nor is invalidated by them.
  *
@@ -47,6 +48,7 @@
 #include <stdlib.h>
 
 #include "atomic.h"
+#include "hook/capture.h"
 #include "hook/estimate.h"
 #include "hook/limiter.h"
 #include "hook/real.h"
@@ -317,6 +319,25 @@ static void restore(CUstreamCaptureMode mode)
         REAL(cuThreadExchangeStreamCaptureMode)(&mode);
 }
 
+/* Whether a launch into stream runs nothing now: captured into a graph
+ * (it runs at the graph's launch), or refused by the driver as an implicit
+ * capture. The driver is asked only while a capture is open (capture.c),
+ * and for every launch to be measured, which checks that none went
+ * unseen. */
+static bool into_capture(CUstream stream, bool measure)
+{
+    bool possible = capture_possible();
+    if (!possible && !measure)
+        return false;
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    CUresult rc = REAL(cuStreamIsCapturing)(stream, &status);
+    if (rc == CUDA_SUCCESS && status == CU_STREAM_CAPTURE_STATUS_NONE)
+        return false;
+    if (!possible && (rc == CUDA_SUCCESS || rc == CUDA_ERROR_STREAM_CAPTURE_IMPLICIT))
+        capture_unseen();
+    return true;
+}
+
 /* t's entry in the table, made afresh for a new key. */
 static struct estimate *entry(struct thread_state *s, struct launch_ticket *t)
 {
@@ -344,18 +365,14 @@ bool gputime_prepare(struct launch_ticket *t)
     struct thread_state *s = state();
     if (s == NULL || !s->usable)
         return true;
-    CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
-    CUresult rc = REAL(cuStreamIsCapturing)(t->stream, &capture);
-    if (rc != CUDA_SUCCESS || capture != CU_STREAM_CAPTURE_STATUS_NONE) {
-        /* Captured into a graph (it runs at the graph's launch), or refused
-         * by the driver as an implicit capture: nothing runs now. */
+    struct estimate *k = entry(s, t);
+    bool measure = k->taken < FIRST || k->countdown == 0 ||
+                   t->now - k->measured_at > MAX_AGE_NS;
+    if (into_capture(t->stream, measure)) {
         t->state = TICKET_CAPTURE;
         return false;
     }
-    struct estimate *k = entry(s, t);
     t->charge = k->ns;
-    bool measure = k->taken < FIRST || k->countdown == 0 ||
-                   t->now - k->measured_at > MAX_AGE_NS;
     if (!measure) {
         k->countdown--;
         if (k->window.count == 0 && s->count > 0) {

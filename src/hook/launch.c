@@ -21,7 +21,8 @@
  * reads seconds and decrements recent_kernel every 5 s), and a cap written
  * into the region applies within GATE_NS. A limited launch adds
  * cuCtxGetDevice (not where the driver shows one device),
- * cuStreamIsCapturing, a look at the budget (refilled at most every
+ * cuStreamIsCapturing only while a graph capture is open in the process
+ * (capture.c), a look at the budget (refilled at most every
  * VGPU_SM_REFILL_NS unless it is empty) and its charge; the event calls
  * of a measured launch are made for one launch in many (gputime.c).
  * In spatial mode (VGPU_SM_MODE=spatial, spatial.c) launches are limited

@@ -76,6 +76,14 @@
     X(cuLaunchCooperativeKernel_ptsz)                                          \
     X(cuGraphLaunch)                                                           \
     X(cuGraphLaunch_ptsz)                                                      \
+    X(cuStreamBeginCapture)                                                    \
+    X(cuStreamBeginCapture_ptsz)                                               \
+    X(cuStreamBeginCapture_v2)                                                 \
+    X(cuStreamBeginCapture_v2_ptsz)                                            \
+    X(cuStreamBeginCaptureToGraph)                                             \
+    X(cuStreamBeginCaptureToGraph_ptsz)                                        \
+    X(cuStreamEndCapture)                                                      \
+    X(cuStreamEndCapture_ptsz)                                                 \
     X(cuGraphInstantiateWithFlags)                                             \
     X(cuGraphInstantiate)                                                      \
     X(cuGraphInstantiate_v2)                                                   \

@@ -85,6 +85,8 @@ static struct queue queues[MAX_QUEUES];
 static uint64_t launched_ns[FG_MAX_DEVICES]; /* this process's work, ns */
 /* Event calls of this process: records, and all of them (relaxed: counts). */
 static uint64_t event_records, event_calls;
+/* cuStreamIsCapturing calls of this process (relaxed: a count). */
+static uint64_t capture_queries;
 /* The queue this thread launched on by its last call of this file, if that
  * call was a launch (see the header: the event right after a launch). */
 static __thread struct queue *just_launched;
@@ -591,9 +593,8 @@ EXPORT CUresult cuGraphDestroy(CUgraph g)
 }
 
 /* Stream capture: launches on a capturing stream add to its graph. */
-EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode)
+static CUresult begin_capture(CUstream s)
 {
-    (void)mode;
     if (s == NULL || s == CU_STREAM_LEGACY)
         return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     pthread_mutex_lock(&lock);
@@ -602,6 +603,25 @@ EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode)
         q->capture = calloc(1, sizeof *q->capture);
     pthread_mutex_unlock(&lock);
     return q ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode)
+{
+    (void)mode;
+    return begin_capture(s);
+}
+
+EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode)
+{
+    (void)mode;
+    return begin_capture(per_thread(s));
+}
+
+/* For tests: a capture begun by a way no hook sees (as a private entry
+ * point of a runtime would). */
+EXPORT CUresult fakegpu_begin_capture_unseen(CUstream s)
+{
+    return begin_capture(s);
 }
 
 EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *g)
@@ -618,6 +638,11 @@ EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *g)
     }
     *g = (CUgraph)graph;
     return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *g)
+{
+    return cuStreamEndCapture(per_thread(s), g);
 }
 
 bool fg_exec_capture_alloc(void *s, uint64_t bytes, int ordinal, uint64_t *dptr)
@@ -650,6 +675,7 @@ bool fg_exec_capture_free(void *s, uint64_t dptr)
 EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status)
 {
     just_launched = NULL;
+    __atomic_add_fetch(&capture_queries, 1, __ATOMIC_RELAXED);
     if (status == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&lock);
@@ -861,6 +887,12 @@ EXPORT uint64_t fakegpu_device_busy_ns(int physical)
 {
     return __atomic_load_n(&fg_state()->timeline[physical].busy_ns,
                            __ATOMIC_RELAXED);
+}
+
+/* For tests: this process's cuStreamIsCapturing calls so far. */
+EXPORT uint64_t fakegpu_capture_queries(void)
+{
+    return __atomic_load_n(&capture_queries, __ATOMIC_RELAXED);
 }
 
 /* For tests: this process's event calls so far: records only, or all

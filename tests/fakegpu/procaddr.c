@@ -25,6 +25,8 @@ CUresult cuGetProcAddress_v2(const char *, void **, int, cuuint64_t,
 #include "hook/launch_decl.h" /* the _ptsz launch variants' prototypes */
 #include "hook/graph_decl.h"  /* and the graph ones' */
 CUresult cuStreamIsCapturing_ptsz(CUstream, CUstreamCaptureStatus *);
+CUresult cuStreamBeginCapture_v2_ptsz(CUstream, CUstreamCaptureMode);
+CUresult cuStreamEndCapture_ptsz(CUstream, CUgraph *);
 CUresult cuEventRecord_ptsz(CUevent, CUstream);
 
 static const struct entry table[] = {
@@ -164,6 +166,8 @@ static const struct entry table[] = {
     E("cuStreamIsCapturing", 10000, cuStreamIsCapturing),
     E("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2),
     E("cuStreamEndCapture", 10000, cuStreamEndCapture),
+    PT("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2_ptsz),
+    PT("cuStreamEndCapture", 10000, cuStreamEndCapture_ptsz),
     PT("cuStreamIsCapturing", 10000, cuStreamIsCapturing_ptsz),
     E("cuThreadExchangeStreamCaptureMode", 10010, cuThreadExchangeStreamCaptureMode),
     E("cuEventQuery", 2000, cuEventQuery),
