@@ -315,6 +315,39 @@ static void case_capture(void)
     printf("capture: ok\n");
 }
 
+/* A kernel's first launch loads it on the host (CUDA's lazy loading, 50 ms
+ * here: FAKEGPU_LOAD_US), while the GPU has already passed the start event
+ * of that measured launch: the load is not GPU time, and must not be
+ * charged (on an H100 it held a 90 % container 6.9 ms). */
+static void case_lazyload(void)
+{
+    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", container_path(0), 1);
+    unlink(container_path(0));
+    setenv("CUDA_DEVICE_SM_LIMIT", "50", 1);
+    setenv("FAKEGPU_LOAD_US", "50000", 1);
+    fakegpu_context(0);
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    uint32_t us = 100;
+    void *params[] = {&us};
+    for (int i = 0; i < 3; i++) { /* each reaps the one before */
+        CU_OK(cuLaunchKernel((CUfunction)7, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+        CU_OK(cuStreamSynchronize(s));
+    }
+    CU_OK(cuCtxSynchronize());
+    uint64_t charged, held;
+    budget_stats(0, &charged, &held);
+    printf("3 launches of 100 us, the first loading 50 ms: %llu us charged, "
+           "held %llu us\n", (unsigned long long)(charged / 1000),
+           (unsigned long long)(held / 1000));
+    CHECK(charged < 10000000, "the load was charged: %llu ns",
+          (unsigned long long)charged);
+    CHECK(charged >= 100000, "the launches were charged: %llu ns",
+          (unsigned long long)charged);
+    CU_OK(cuStreamDestroy_v2(s));
+    printf("lazyload: ok\n");
+}
+
 /* Charges kept back by a thread (src/hook/gputime.c batches them) reach
  * the budget when it exits, and when a process calls exit(): threads and
  * a process that each launch less than a batch, then end, leave the
@@ -420,6 +453,8 @@ int main(int argc, char **argv)
         case_failclosed();
     else if (strcmp(c, "exits") == 0)
         case_exits();
+    else if (strcmp(c, "lazyload") == 0)
+        case_lazyload();
     else if (strcmp(c, "capture") == 0)
         case_capture();
     else if (strcmp(c, "paths") == 0)

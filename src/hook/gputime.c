@@ -360,6 +360,7 @@ void gputime_flush(void)
 bool gputime_prepare(struct launch_ticket *t)
 {
     t->state = TICKET_ESTIMATED;
+    t->first = false;
     t->slot = -1;
     t->charge = 0;
     struct thread_state *s = state();
@@ -385,6 +386,7 @@ bool gputime_prepare(struct launch_ticket *t)
         }
         return true;
     }
+    t->first = k->taken == 0;
     if (k->taken < FIRST)
         k->taken++;
     k->countdown = EVERY - 1;
@@ -396,6 +398,23 @@ bool gputime_prepare(struct launch_ticket *t)
     return true;
 }
 
+/* A kernel's first launch in a context may load it (CUDA's lazy loading):
+ * host time inside the launch call, which the GPU spends idle after the
+ * start event, and which a measurement would charge as the kernel's. So a
+ * key's first measured launch loads its kernel first. The runtime launches
+ * a CUkernel (a library's, one for all contexts): its function in this
+ * context is loaded. Errors leave the launch to load it. */
+static void load_kernel(CUfunction f)
+{
+    if (f == NULL || REAL(cuFuncLoad) == NULL ||
+        REAL(cuFuncLoad)(f) == CUDA_SUCCESS)
+        return;
+    CUfunction here = NULL;
+    if (REAL(cuKernelGetFunction) != NULL &&
+        REAL(cuKernelGetFunction)(&here, (CUkernel)f) == CUDA_SUCCESS)
+        REAL(cuFuncLoad)(here);
+}
+
 void gputime_start(struct launch_ticket *t)
 {
     struct thread_state *s = state();
@@ -405,6 +424,8 @@ void gputime_start(struct launch_ticket *t)
             t->state = TICKET_ESTIMATED;
         return;
     }
+    if (t->first)
+        load_kernel(t->func);
     CUstreamCaptureMode mode = relaxed();
     t->start = take_event(s, t->ctx);
     if (t->start != NULL && REAL(cuEventRecord)(t->start, t->stream) == CUDA_SUCCESS)

@@ -168,7 +168,8 @@ static void budget_gate(struct vgpu_region *r, int dev, uint64_t now)
     }
 }
 
-static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key)
+static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key,
+                  CUfunction func)
 {
     t->state = TICKET_FREE;
     uint64_t now = clock_ns(CLOCK_MONOTONIC_COARSE);
@@ -191,6 +192,7 @@ static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key)
     t->dev = dev;
     t->stream = stream;
     t->key = key;
+    t->func = func;
     t->now = now;
     if (!gputime_prepare(t)) /* when it measures, charges what finished first */
         return;
@@ -260,10 +262,10 @@ static uintptr_t graph_key(CUgraphExec g)
 }
 
 /* The body of every launch hook: `stream` as the driver will read it. */
-#define LIMITED(stream, key, call)                                             \
+#define LIMITED(stream, key, func, call)                                       \
     do {                                                                       \
         struct launch_ticket t_;                                               \
-        enter(&t_, (stream), (key));                                           \
+        enter(&t_, (stream), (key), (func));                                   \
         CUresult rc_ = (call);                                                 \
         gputime_end(&t_, rc_ == CUDA_SUCCESS);                                 \
         return rc_;                                                            \
@@ -282,7 +284,7 @@ EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy,
                                void **extra)
 {
     NEED(cuLaunchKernel);
-    LIMITED(s, kernel_key(f, gx, gy, gz, bx, by, bz),
+    LIMITED(s, kernel_key(f, gx, gy, gz, bx, by, bz), f,
             REAL(cuLaunchKernel)(f, gx, gy, gz, bx, by, bz, shmem, s,
                                     params, extra));
 }
@@ -294,7 +296,7 @@ EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx,
                                     CUstream s, void **params, void **extra)
 {
     NEED(cuLaunchKernel_ptsz);
-    LIMITED(per_thread(s), kernel_key(f, gx, gy, gz, bx, by, bz),
+    LIMITED(per_thread(s), kernel_key(f, gx, gy, gz, bx, by, bz), f,
             REAL(cuLaunchKernel_ptsz)(f, gx, gy, gz, bx, by, bz, shmem, s,
                                       params, extra));
 }
@@ -305,7 +307,7 @@ EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f,
     NEED(cuLaunchKernelEx);
     if (config == NULL)
         return REAL(cuLaunchKernelEx)(config, f, params, extra);
-    LIMITED(config->hStream, config_key(config, f),
+    LIMITED(config->hStream, config_key(config, f), f,
             REAL(cuLaunchKernelEx)(config, f, params, extra));
 }
 
@@ -315,7 +317,7 @@ EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config,
     NEED(cuLaunchKernelEx_ptsz);
     if (config == NULL)
         return REAL(cuLaunchKernelEx_ptsz)(config, f, params, extra);
-    LIMITED(per_thread(config->hStream), config_key(config, f),
+    LIMITED(per_thread(config->hStream), config_key(config, f), f,
             REAL(cuLaunchKernelEx_ptsz)(config, f, params, extra));
 }
 
@@ -326,7 +328,7 @@ EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx,
                                           CUstream s, void **params)
 {
     NEED(cuLaunchCooperativeKernel);
-    LIMITED(s, kernel_key(f, gx, gy, gz, bx, by, bz),
+    LIMITED(s, kernel_key(f, gx, gy, gz, bx, by, bz), f,
             REAL(cuLaunchCooperativeKernel)(f, gx, gy, gz, bx, by, bz, shmem,
                                             s, params));
 }
@@ -339,7 +341,7 @@ EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
                                                void **params)
 {
     NEED(cuLaunchCooperativeKernel_ptsz);
-    LIMITED(per_thread(s), kernel_key(f, gx, gy, gz, bx, by, bz),
+    LIMITED(per_thread(s), kernel_key(f, gx, gy, gz, bx, by, bz), f,
             REAL(cuLaunchCooperativeKernel_ptsz)(f, gx, gy, gz, bx, by, bz,
                                                  shmem, s, params));
 }
@@ -347,12 +349,12 @@ EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
 EXPORT CUresult cuGraphLaunch(CUgraphExec exec, CUstream s)
 {
     NEED(cuGraphLaunch);
-    LIMITED(s, graph_key(exec), graphmem_launch(exec, s, REAL(cuGraphLaunch)));
+    LIMITED(s, graph_key(exec), NULL, graphmem_launch(exec, s, REAL(cuGraphLaunch)));
 }
 
 EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s)
 {
     NEED(cuGraphLaunch_ptsz);
-    LIMITED(per_thread(s), graph_key(exec),
+    LIMITED(per_thread(s), graph_key(exec), NULL,
             graphmem_launch(exec, s, REAL(cuGraphLaunch_ptsz)));
 }

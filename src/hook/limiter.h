@@ -23,6 +23,8 @@ struct launch_ticket {
     int dev;
     CUstream stream;   /* the stream as the driver reads it (ptsz resolved) */
     uintptr_t key;     /* what predicts its GPU time (launch.c: launch_key) */
+    CUfunction func;   /* the kernel launched (NULL: a graph) */
+    bool first;        /* its key's first launch in this thread */
     uint64_t now;      /* CLOCK_MONOTONIC_COARSE ns at entry */
     int slot;          /* its estimate in this thread's table */
     int64_t charge;    /* the estimate it is charged */

@@ -107,6 +107,8 @@
     X(cuCtxGetCurrent)                                                         \
     X(cuStreamGetCtx)                                                          \
     X(cuStreamIsCapturing)                                                     \
+    X(cuFuncLoad)                                                              \
+    X(cuKernelGetFunction)                                                     \
     X(cuThreadExchangeStreamCaptureMode)                                       \
     X(cuEventCreate)                                                           \
     X(cuEventRecord)                                                           \

@@ -247,12 +247,68 @@ static uint64_t kernel_ns(void **params)
     return default_ns;
 }
 
+/* ---- Lazy loading ---- */
+
+/* With FAKEGPU_LOAD_US set, a function's first launch in the process, or
+ * cuFuncLoad of it, first takes that long on the host, as CUDA's lazy
+ * module loading does (read once; up to MAX_LOADED functions remembered,
+ * later ones load at each launch). While the launch loads, the device
+ * reaches what was queued before: the stream's waiting events take their
+ * recording time. */
+#define MAX_LOADED 64
+static uint64_t load_ns;
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static CUfunction loaded[MAX_LOADED];
+static int nloaded;
+
+static void read_load(void)
+{
+    const char *us = getenv("FAKEGPU_LOAD_US");
+    load_ns = us ? strtoull(us, NULL, 10) * 1000 : 0;
+}
+
+/* Loads f if it is not: true when that took time. Caller holds no lock. */
+static bool load_function(CUfunction f)
+{
+    pthread_once(&load_once, read_load);
+    if (load_ns == 0)
+        return false;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < nloaded; i++)
+        if (loaded[i] == f) {
+            pthread_mutex_unlock(&lock);
+            return false;
+        }
+    if (nloaded < MAX_LOADED)
+        loaded[nloaded++] = f;
+    pthread_mutex_unlock(&lock);
+    sleep_until(fg_now_ns() + load_ns);
+    return true;
+}
+
+EXPORT CUresult cuFuncLoad(CUfunction f)
+{
+    if (f == NULL)
+        return CUDA_ERROR_INVALID_HANDLE;
+    load_function(f);
+    return CUDA_SUCCESS;
+}
+
 /* ---- Launches ---- */
 
 static CUresult launch(CUfunction f, CUstream s, void **params)
 {
     if (f == NULL)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (load_function(f)) {
+        pthread_mutex_lock(&lock);
+        struct queue *q = find_queue(s, false);
+        for (int i = 0; q != NULL && i < q->nwaiting; i++)
+            fix(q->waiting[i], q->waiting[i]->recorded);
+        if (q != NULL)
+            q->nwaiting = 0;
+        pthread_mutex_unlock(&lock);
+    }
     return run(s, kernel_ns(params));
 }
 
