@@ -100,7 +100,9 @@ struct thread_state {
     struct estimate table[KEYS];
 };
 
-static __thread struct thread_state *self;
+/* Initial-exec: read at every limited launch, without a call into the
+ * dynamic linker (as lifecycle.c's; libvgpu.so is loaded at start-up). */
+static __thread struct thread_state *self __attribute__((tls_model("initial-exec")));
 static unsigned fork_gen;
 /* A new key's first estimate: the last measurement of any thread on that
  * device (relaxed: a hint; a new thread starts from it, not from zero). */
