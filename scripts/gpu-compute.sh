@@ -6,7 +6,12 @@
 # 5 us kernels, a CUDA graph of 10 x 20 us replayed, a PyTorch 4096x4096
 # fp16 matmul loop; two containers (30 % + 70 %) together; one container of
 # two processes sharing 40 %; host ns inside a launch call against no
-# preload, with the GPU mostly idle.
+# preload, with the GPU mostly idle. For a tenant alone, the "busy" column
+# is the GPU's busy share as the host sees it (nvidia-smi's utilization,
+# sampled outside the tenant over its window): the cap is a share of GPU
+# time, so a workload that leaves the GPU idle part of the time when alone
+# (it synchronizes, or its host is slower than its kernels) does more than
+# cap % of its solo work while busy at most cap % of the time.
 # HAMi-core in the same table when HAMI_LIB=/path/to/its/libvgpu.so is set.
 # Needs nvcc and one GPU; no network. About 4 minutes.
 # Usage: scripts/gpu-compute.sh [results-dir]
@@ -69,12 +74,23 @@ start() {
             timeout $LIMIT_S $(workload "$w") >"$out" 2>&1 &
     fi
 }
+# The GPU's busy share as the host sees it, sampled by nvidia-smi (no
+# preload) every 200 ms while a tenant runs alone: NVML's utilization.gpu,
+# the share of time a kernel of any process was running. One value a line.
+sampler() { # out-file; its pid in $!
+    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits \
+        -lms 200 >"$1" 2>/dev/null &
+}
 one() { # lib tag cap workload: alone, in a fresh region
     local region="$RES/$2-$4-$3.cache"
     rm -f "$region"
+    sampler "$RES/$2-$4-$3.util"
+    local smi=$!
     start "$1" "$3" "$region" "$RES/$2-$4-$3.out" "$4"
     local pid=$!
     wait $pid
+    kill $smi 2>/dev/null
+    wait $smi 2>/dev/null
 }
 
 echo "== solo rates (no preload)"
@@ -89,9 +105,11 @@ fi
 echo "== two containers together: 30 % and 70 %, three rounds"
 for round in 1 2 3; do
     rm -f "$RES"/pair$round-*.cache
+    sampler "$RES/pair$round.util"; smi=$!
     start "$LIB" 30 "$RES/pair$round-a.cache" "$RES/pair$round-long-30.out" long; a=$!
     start "$LIB" 70 "$RES/pair$round-b.cache" "$RES/pair$round-long-70.out" long; b=$!
     wait $a; wait $b
+    kill $smi 2>/dev/null; wait $smi 2>/dev/null
 done
 echo "== one container of two processes sharing 40 %"
 rm -f "$RES/shared.cache"
@@ -117,9 +135,10 @@ for round in 1 2 3; do
         >>"$RES/ovh-cap90.out"
 done
 
-python3 - "$RES" <<'PY'
+python3 - "$RES" "$WARM" "$WIN" <<'PY'
 import glob, os, re, statistics, sys
 res = sys.argv[1]
+WARM, WIN = float(sys.argv[2]), float(sys.argv[3])
 def values(path, key):
     try:
         return [float(x) for x in re.findall(r"^%s ([0-9.]+)" % key, open(path).read(), re.M)]
@@ -128,40 +147,67 @@ def values(path, key):
 def val(path, key):
     v = values(path, key)
     return v[0] if v else None
+def busy(path):
+    """The GPU's busy % over the measured window: the samples from the
+    first busy one, less the warm-up, for the window's length."""
+    try:
+        u = [float(x) for x in open(path).read().split() if x.replace(".", "").isdigit()]
+    except OSError:
+        return None
+    per_s = 5  # samples a second (-lms 200)
+    first = next((i for i, x in enumerate(u) if x > 0), None)
+    if first is None:
+        return None
+    w = u[first + int(WARM * per_s): first + int((WARM + WIN) * per_s)]
+    return sum(w) / len(w) if w else None
 solo = {w: val(f"{res}/solo-{w}-0.out", "work_per_s") for w in
         ("long", "sync", "short", "graph", "torch")}
-print("%-10s %-8s %5s %7s %7s %s" % ("tenant", "workload", "cap", "share", "error", "note"))
+solo_busy = {w: busy(f"{res}/solo-{w}-0.util") for w in solo}
+print("%-10s %-8s %5s %7s %7s %7s %s" % ("tenant", "workload", "cap", "share", "error",
+                                         "busy", "note"))
 errs = {"vgpu": [], "hami": []}
-def row(tag, w, cap, rate, note=""):
+def pct(x):
+    return "%6.1f%%" % x if x is not None else "%7s" % "-"
+def row(tag, w, cap, rate, note="", gpu=None):
     base = solo.get(w)
     if rate is None or not base:
-        print("%-10s %-8s %5d %7s %7s %s" % (tag, w, cap, "-", "-", "no result " + note))
+        print("%-10s %-8s %5d %7s %7s %7s %s" % (tag, w, cap, "-", "-", "-", "no result " + note))
         return
     share = 100 * rate / base
-    print("%-10s %-8s %5d %6.1f%% %+6.1f  %s" % (tag, w, cap, share, share - cap, note))
+    print("%-10s %-8s %5d %6.1f%% %+6.1f  %s %s" % (tag, w, cap, share, share - cap, pct(gpu), note))
     errs.setdefault(tag.split("-")[0], []).append(abs(share - cap))
+    if gpu is not None:
+        busy_errs.setdefault(tag.split("-")[0], []).append(abs(gpu - cap))
+busy_errs = {}
 for w in solo:
-    print("%-10s %-8s %5s %7s %7s solo %s/s" % ("solo", w, "-", "-", "-", solo[w]))
+    print("%-10s %-8s %5s %7s %7s %s solo %s/s" % ("solo", w, "-", "-", "-",
+                                                   pct(solo_busy[w]), solo[w]))
 for tag in ("vgpu", "hami"):
     for path in sorted(glob.glob(f"{res}/{tag}-*.out"),
                        key=lambda p: (p.split("-")[-2], int(p.split("-")[-1][:-4]))):
         _, w, cap = os.path.basename(path)[:-4].split("-")
         row(tag, w, int(cap), val(path, "work_per_s"),
             "first 1 s: %.0f%%" % (100 * (val(path, "first_s_work_per_s") or 0) /
-                                  max(solo.get(w) or 1, 1)))
+                                  max(solo.get(w) or 1, 1)),
+            busy(path[:-4] + ".util"))
 for r in (1, 2, 3):
     for cap in (30, 70):
         row("vgpu-pair", "long", cap, val(f"{res}/pair{r}-long-{cap}.out", "work_per_s"),
-            "together with the other, round %d" % r)
+            "together with the other, round %d (GPU busy %s in all)" %
+            (r, pct(busy(f"{res}/pair{r}.util")).strip()))
 r1 = val(f"{res}/shared1-long-40.out", "work_per_s")
 r2 = val(f"{res}/shared2-long-40.out", "work_per_s")
 row("vgpu-2proc", "long", 40, (r1 + r2) if r1 and r2 else None, "two processes, one cap")
-for tag, e in errs.items():
+def spread(what, tag, e):
     if e:
         e = sorted(e)
         p95 = e[min(len(e) - 1, int(round(0.95 * (len(e) - 1))))]
-        print("%s: median |share - cap| %.1f points, p95 %.1f (%d runs)" %
-              (tag, statistics.median(e), p95, len(e)))
+        print("%s: median |%s - cap| %.1f points, p95 %.1f (%d runs)" %
+              (tag, what, statistics.median(e), p95, len(e)))
+for tag, e in errs.items():
+    spread("share", tag, e)
+for tag, e in busy_errs.items():
+    spread("busy", tag, e)
 o = {k: min(values(f"{res}/ovh-{k}.out", "ns_per_call"), default=None)
      for k in ("plain", "nolimit", "cap90")}
 print("ns inside a launch call (best of 3): no preload %s, vgpu no limit %s, vgpu cap 90 %s" %
