@@ -148,17 +148,19 @@ def val(path, key):
     v = values(path, key)
     return v[0] if v else None
 def busy(path):
-    """The GPU's busy % over the measured window: the samples from the
-    first busy one, less the warm-up, for the window's length."""
+    """The GPU's busy % over the measured window. A run ends when its
+    window does, so the window is the samples before its last busy one
+    (which the exit cuts short); its start is no anchor, as a context's
+    creation shows a busy sample seconds before PyTorch's first kernel."""
     try:
         u = [float(x) for x in open(path).read().split() if x.replace(".", "").isdigit()]
     except OSError:
         return None
     per_s = 5  # samples a second (-lms 200)
-    first = next((i for i, x in enumerate(u) if x > 0), None)
-    if first is None:
+    last = max((i for i, x in enumerate(u) if x > 0), default=None)
+    if last is None:
         return None
-    w = u[first + int(WARM * per_s): first + int((WARM + WIN) * per_s)]
+    w = u[max(0, last - int(WIN * per_s)):last]
     return sum(w) / len(w) if w else None
 solo = {w: val(f"{res}/solo-{w}-0.out", "work_per_s") for w in
         ("long", "sync", "short", "graph", "torch")}
