@@ -13,6 +13,9 @@
 # (it synchronizes, or its host is slower than its kernels) does more than
 # cap % of its solo work while busy at most cap % of the time.
 # HAMi-core in the same table when HAMI_LIB=/path/to/its/libvgpu.so is set.
+# PAIR_RESUME_MS="2 8 32" adds the two containers together once at each of
+# those resume levels (VGPU_SM_RESUME_MS), and two plain processes together:
+# what switching between contexts costs, and what longer stretches give back.
 # Needs nvcc and one GPU; no network. About 4 minutes.
 # Usage: scripts/gpu-compute.sh [results-dir]
 set -u
@@ -111,6 +114,20 @@ for round in 1 2 3; do
     wait $a; wait $b
     kill $smi 2>/dev/null; wait $smi 2>/dev/null
 done
+if [ -n "${PAIR_RESUME_MS:-}" ]; then
+    echo "== two plain processes together; the pair at resume levels $PAIR_RESUME_MS ms"
+    start none 0 - "$RES/plain2a-long-0.out" long; a=$!
+    start none 0 - "$RES/plain2b-long-0.out" long; b=$!
+    wait $a; wait $b
+    for ms in $PAIR_RESUME_MS; do
+        rm -f "$RES"/resume$ms-*.cache
+        export VGPU_SM_RESUME_MS=$ms
+        start "$LIB" 30 "$RES/resume$ms-a.cache" "$RES/resume$ms-long-30.out" long; a=$!
+        start "$LIB" 70 "$RES/resume$ms-b.cache" "$RES/resume$ms-long-70.out" long; b=$!
+        wait $a; wait $b
+        unset VGPU_SM_RESUME_MS
+    done
+fi
 echo "== one container of two processes sharing 40 %"
 rm -f "$RES/shared.cache"
 start "$LIB" 40 "$RES/shared.cache" "$RES/shared1-long-40.out" long; a=$!
@@ -197,6 +214,23 @@ for r in (1, 2, 3):
         row("vgpu-pair", "long", cap, val(f"{res}/pair{r}-long-{cap}.out", "work_per_s"),
             "together with the other, round %d (GPU busy %s in all)" %
             (r, pct(busy(f"{res}/pair{r}.util")).strip()))
+def together(tag, runs, note):
+    """Tenants run together as an experiment: printed, outside the spread.
+    runs: (out-file, cap or None) pairs."""
+    for path, cap in runs:
+        rate, base = val(path, "work_per_s"), solo["long"]
+        if rate is None or not base:
+            continue
+        share = 100 * rate / base
+        print("%-10s %-8s %5s %6.1f%% %7s %7s %s" % (tag, "long", cap or "-", share,
+              "%+6.1f" % (share - cap) if cap else "-", "-", note))
+together("plain-two", [(f"{res}/plain2a-long-0.out", None),
+                       (f"{res}/plain2b-long-0.out", None)], "no preload, both at once")
+for path in sorted(glob.glob(f"{res}/resume*-long-30.out"),
+                   key=lambda p: int(os.path.basename(p)[6:].split("-")[0])):
+    ms = os.path.basename(path)[6:].split("-")[0]
+    together("resume-" + ms, [(path, 30), (path.replace("-30.out", "-70.out"), 70)],
+             "together, VGPU_SM_RESUME_MS=" + ms)
 r1 = val(f"{res}/shared1-long-40.out", "work_per_s")
 r2 = val(f"{res}/shared2-long-40.out", "work_per_s")
 row("vgpu-2proc", "long", 40, (r1 + r2) if r1 and r2 else None, "two processes, one cap")

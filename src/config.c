@@ -52,6 +52,10 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
     [VGPU_ENV_SM_MODE] = {"VGPU_SM_MODE", "time", true,
         "how the compute limit holds: time (a budget of GPU time) or spatial "
         "(the runtime's context on that share of the SMs, a green context)"},
+    [VGPU_ENV_SM_RESUME_MS] = {"VGPU_SM_RESUME_MS", "2", true,
+        "after a compute hold, launches resume once the budget holds this "
+        "many ms of GPU time (0-250): longer means fewer switches between "
+        "contexts and longer holds"},
 };
 
 /* What this process read. Written by read_all() (under `once`, or by a
@@ -67,6 +71,7 @@ static struct parsed {
     uint32_t sm_limits[VGPU_MAX_DEVICES];     /* percent; 0: none */
     enum vgpu_core_policy policy;
     enum vgpu_sm_mode sm_mode;
+    uint64_t sm_resume_ns;
     int log_level;
 } parsed;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -212,6 +217,27 @@ static void read_sm_mode(void)
              text);
 }
 
+/* VGPU_SM_RESUME_MS: whole milliseconds, at most the budget's burst (a
+ * bucket never holds more, vgpu/sm_budget.h). Unset: the table's default. */
+static void read_sm_resume(void)
+{
+    const struct vgpu_env_var *v = &vgpu_env_vars[VGPU_ENV_SM_RESUME_MS];
+    const char *text = parsed.value[VGPU_ENV_SM_RESUME_MS];
+    const char *use = text != NULL ? text : v->default_value;
+    char *end = NULL;
+    errno = 0;
+    unsigned long ms = strtoul(use, &end, 10);
+    parsed.invalid[VGPU_ENV_SM_RESUME_MS] =
+        errno != 0 || end == use || *end != '\0' || use[0] < '0' ||
+        use[0] > '9' || ms > 250;
+    if (parsed.invalid[VGPU_ENV_SM_RESUME_MS]) {
+        log_warn("%s=\"%.32s\" is not whole milliseconds from 0 to 250; "
+                 "using %s", v->name, use, v->default_value);
+        ms = strtoul(v->default_value, NULL, 10);
+    }
+    parsed.sm_resume_ns = (uint64_t)ms * 1000000u;
+}
+
 static void read_all(void)
 {
     for (int id = 0; id < VGPU_ENV_COUNT; id++) {
@@ -224,6 +250,7 @@ static void read_all(void)
     read_sm_limits();
     read_policy();
     read_sm_mode();
+    read_sm_resume();
 }
 
 static const struct parsed *table(void)
@@ -346,4 +373,9 @@ enum vgpu_core_policy vgpu_config_core_policy(void)
 enum vgpu_sm_mode vgpu_config_sm_mode(void)
 {
     return table()->sm_mode;
+}
+
+uint64_t vgpu_config_sm_resume_ns(void)
+{
+    return table()->sm_resume_ns;
 }

@@ -348,6 +348,69 @@ static void case_lazyload(void)
     printf("lazyload: ok\n");
 }
 
+/* VGPU_SM_RESUME_MS: after a hold, launches resume once the budget holds
+ * that much GPU time. A 30 % container of 1 ms kernels, synchronized each:
+ * with the default (2 ms) its holds are about 10 ms; with 60 ms, over 200
+ * ms (the median hold is checked, so a late wake-up on a loaded host does
+ * not decide). Either way the cap holds, and a value that does not parse
+ * is one line and the default. */
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void case_resume(const char *value, bool long_holds)
+{
+    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", container_path(0), 1);
+    unlink(container_path(0));
+    setenv("CUDA_DEVICE_SM_LIMIT", "30", 1);
+    setenv("GPU_CORE_UTILIZATION_POLICY", "force", 1);
+    setenv("VGPU_SM_RESUME_MS", value, 1);
+    int saved = stderr_to_log();
+    fakegpu_context(0);
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    uint32_t us = 1000;
+    void *params[] = {&us};
+    double holds[4096];
+    int n = 0;
+    double began = now_seconds();
+    while (now_seconds() - began < 1.5 && n < 4096) {
+        double t0 = now_seconds();
+        CU_OK(cuLaunchKernel((CUfunction)7, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+        double t = now_seconds() - t0;
+        if (t > 0.0005) /* held */
+            holds[n++] = t;
+        CU_OK(cuStreamSynchronize(s));
+    }
+    CU_OK(cuCtxSynchronize());
+    double elapsed = now_seconds() - began;
+    stderr_back(saved);
+    uint64_t charged, held;
+    budget_stats(0, &charged, &held);
+    qsort(holds, (size_t)n, sizeof holds[0], by_value);
+    double median = n ? holds[n / 2] : 0;
+    printf("VGPU_SM_RESUME_MS=%s: %d holds, median %.1f ms; charged %.1f ms "
+           "in %.0f ms\n", value, n, median * 1e3, (double)charged / 1e6,
+           elapsed * 1e3);
+    CHECK(n >= 2, "held at all: %d holds", n);
+    CHECK((double)charged <= 0.30 * elapsed * 1e9 + 3e6, /* one kernel past */
+          "the cap holds: %.1f ms charged in %.0f ms", (double)charged / 1e6,
+          elapsed * 1e3);
+    if (long_holds)
+        CHECK(median >= 0.150, "held for the level: median %.1f ms",
+              median * 1e3);
+    else
+        CHECK(median < 0.050, "the default level: median %.1f ms",
+              median * 1e3);
+    int warned = log_lines("VGPU_SM_RESUME_MS=");
+    CHECK(warned == (strcmp(value, "bogus") == 0), "%d lines about the value",
+          warned);
+    CU_OK(cuStreamDestroy_v2(s));
+    printf("resume %s: ok\n", value);
+}
+
 /* Charges kept back by a thread (src/hook/gputime.c batches them) reach
  * the budget when it exits, and when a process calls exit(): threads and
  * a process that each launch less than a batch, then end, leave the
@@ -455,6 +518,10 @@ int main(int argc, char **argv)
         case_exits();
     else if (strcmp(c, "lazyload") == 0)
         case_lazyload();
+    else if (strcmp(c, "resume") == 0)
+        case_resume("60", true);
+    else if (strcmp(c, "resume_bogus") == 0)
+        case_resume("bogus", false);
     else if (strcmp(c, "capture") == 0)
         case_capture();
     else if (strcmp(c, "paths") == 0)

@@ -45,48 +45,6 @@ static void limit_env(const char *mode)
     setenv("GPU_CORE_UTILIZATION_POLICY", "force", 1);
 }
 
-/* stderr into a file (this process's and its children's log lines). */
-static const char *log_path(void)
-{
-    static char path[512];
-    snprintf(path, sizeof path, "%s.log", getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
-    return path;
-}
-
-static int stderr_to_log(void)
-{
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    int fd = open(log_path(), O_CREAT | O_TRUNC | O_WRONLY, 0600);
-    CHECK(saved >= 0 && fd >= 0, "log file");
-    dup2(fd, STDERR_FILENO);
-    close(fd);
-    return saved;
-}
-
-static void stderr_back(int saved)
-{
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-}
-
-/* Lines of the log holding `text`; each printed. */
-static int log_lines(const char *text)
-{
-    FILE *f = fopen(log_path(), "r");
-    CHECK(f != NULL, "log readable");
-    char line[1024];
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        if (strstr(line, text)) {
-            printf("log: %s", line);
-            n++;
-        }
-    fclose(f);
-    return n;
-}
-
 static unsigned sms_of(CUcontext ctx)
 {
     CUdevResource r;

@@ -36,6 +36,7 @@ enum vgpu_env_id {
     VGPU_ENV_VISIBLE_DEVICES,  /* CUDA_VISIBLE_DEVICES */
     VGPU_ENV_RECONCILE_MS,     /* VGPU_RECONCILE_MS */
     VGPU_ENV_SM_MODE,          /* VGPU_SM_MODE */
+    VGPU_ENV_SM_RESUME_MS,     /* VGPU_SM_RESUME_MS */
     VGPU_ENV_COUNT
 };
 
@@ -98,5 +99,11 @@ enum vgpu_core_policy vgpu_config_core_policy(void);
  * time. */
 enum vgpu_sm_mode { VGPU_SM_TIME, VGPU_SM_SPATIAL };
 enum vgpu_sm_mode vgpu_config_sm_mode(void);
+
+/* VGPU_SM_RESUME_MS in nanoseconds: after a hold, a container's launches
+ * resume once its budget holds this much GPU time (vgpu/sm_budget.h says
+ * why). Whole milliseconds, 0 to 250; unset: VGPU_SM_RESUME_NS (2 ms).
+ * Anything else: reported, the default. */
+uint64_t vgpu_config_sm_resume_ns(void);
 
 #endif

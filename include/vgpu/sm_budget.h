@@ -5,7 +5,8 @@
  * draws on it with the GPU time its launches actually used (measured by the
  * hooks from the device). A launch may start while the bucket holds tokens;
  * its time is charged afterwards, so the bucket can go into debt, and the
- * next launches wait until the debt is paid back and VGPU_SM_RESUME_NS more
+ * next launches wait until the debt is paid back and the resume level
+ * (VGPU_SM_RESUME_NS unless VGPU_SM_RESUME_MS says otherwise) more
  * has come in (the bucket is then "paused"). Over any long window the
  * container's GPU time is therefore at most cap x window plus one burst
  * (VGPU_SM_BURST_NS x cap), busy or idle GPU alike: a hard cap.
@@ -38,10 +39,10 @@
  * charged nothing for, so frequent holds deliver less than the cap (on an
  * H100, 30 % + 70 % containers together got 28.5 + 55.4 %). 2 ms keeps a
  * 10 % container's holds at 18 ms, well inside any window a share is
- * judged over. */
-#ifndef VGPU_SM_RESUME_NS /* a build may set another, to measure it */
+ * judged over. This is the default; VGPU_SM_RESUME_MS sets another per
+ * process (vgpu/config.h), so that the switching cost can be measured and
+ * traded against the length of the holds without a rebuild. */
 #define VGPU_SM_RESUME_NS 2000000ll
-#endif
 
 struct vgpu_sm_budget {
     int64_t tokens;        /* GPU-ns the container may still use; < 0: debt */
@@ -55,9 +56,10 @@ struct vgpu_sm_budget {
 
 /* How long a launch must wait, in ns, before it may start on budget b with
  * cap percent pct (1..99) at monotonic time now_ns: 0 = go now. Refills
- * the bucket first. */
+ * the bucket first. A paused bucket resumes once it holds resume_ns of
+ * GPU time, or its ceiling if that is less. */
 uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
-                             uint64_t now_ns);
+                             uint64_t resume_ns, uint64_t now_ns);
 
 /* The launch path's first look: true when b holds tokens, is not paused and was refilled
  * less than VGPU_SM_REFILL_NS before coarse_ns (CLOCK_MONOTONIC_COARSE), so

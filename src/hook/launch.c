@@ -53,6 +53,7 @@ static struct {
     bool off;                      /* CUDA_DISABLE_CONTROL=true */
     enum vgpu_core_policy policy;
     uint32_t env_pct[VGPU_MAX_DEVICES];
+    uint64_t resume_ns;            /* VGPU_SM_RESUME_MS */
 } cfg;
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 /* The budget of a process with no region: itself alone. */
@@ -74,6 +75,7 @@ static void read_config(void)
     cfg.off = off != NULL && strcmp(off, "true") == 0;
     cfg.policy = vgpu_config_core_policy();
     vgpu_config_sm_limits(cfg.env_pct);
+    cfg.resume_ns = vgpu_config_sm_resume_ns();
 }
 
 static void sleep_ns(uint64_t ns)
@@ -158,7 +160,8 @@ static void budget_gate(struct vgpu_region *r, int dev, uint64_t now)
     for (;;) {
         uint32_t pct = cap_of(r, dev);
         struct vgpu_sm_budget *b = budget_of(r, dev);
-        uint64_t wait = vgpu_sm_budget_wait(b, pct, clock_ns(CLOCK_MONOTONIC));
+        uint64_t wait = vgpu_sm_budget_wait(b, pct, cfg.resume_ns,
+                                            clock_ns(CLOCK_MONOTONIC));
         if (wait == 0)
             return;
         if (wait > HOLD_SLICE_NS)

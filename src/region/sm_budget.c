@@ -36,16 +36,19 @@ static void refill(struct vgpu_sm_budget *b, uint32_t pct, uint64_t now)
         return; /* another process credits this interval */
     if (last == 0)
         return; /* a new bucket starts empty: no burst at start */
+    /* Enough wall time, at any cap of 1 % or more, to go from the deepest
+     * debt to a full bucket (so a debt is repaid by the wait computed for
+     * it, in one refill); more would be clamped anyway. */
     uint64_t elapsed = now - last;
-    if (elapsed > (uint64_t)VGPU_SM_BURST_NS)
-        elapsed = VGPU_SM_BURST_NS; /* more would be clamped anyway */
+    if (elapsed > 100 * (uint64_t)(VGPU_SM_MAX_DEBT_NS + VGPU_SM_BURST_NS))
+        elapsed = 100 * (uint64_t)(VGPU_SM_MAX_DEBT_NS + VGPU_SM_BURST_NS);
     int64_t add = (int64_t)elapsed / 100 * (int64_t)pct +
                   (int64_t)(elapsed % 100) * (int64_t)pct / 100;
     int64_t max = ceiling(pct);
     int64_t cur = atomic_load_n(&b->tokens, RELAXED);
     int64_t next;
     do {
-        next = cur + add > max ? max : cur + add;
+        next = cur > max - add ? max : cur + add; /* no overflow on a damaged file */
         if (next < -VGPU_SM_MAX_DEBT_NS) /* a damaged file: bounded wait */
             next = -VGPU_SM_MAX_DEBT_NS;
         if (next == cur)
@@ -54,14 +57,14 @@ static void refill(struct vgpu_sm_budget *b, uint32_t pct, uint64_t now)
 }
 
 /* GPU-ns the bucket must hold before a paused container resumes. */
-static int64_t resume_level(uint32_t pct)
+static int64_t resume_level(uint32_t pct, uint64_t resume_ns)
 {
     int64_t max = ceiling(pct);
-    return VGPU_SM_RESUME_NS < max ? VGPU_SM_RESUME_NS : max;
+    return resume_ns < (uint64_t)max ? (int64_t)resume_ns : max;
 }
 
 uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
-                             uint64_t now_ns)
+                             uint64_t resume_ns, uint64_t now_ns)
 {
     if (b == NULL || pct == 0 || pct >= 100)
         return 0;
@@ -75,7 +78,7 @@ uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
         atomic_store_n(&b->paused, paused = 1, RELAXED);
     if (paused == 0)
         return 0;
-    int64_t level = resume_level(pct);
+    int64_t level = resume_level(pct, resume_ns);
     if (tokens >= level) {
         atomic_store_n(&b->paused, 0, RELAXED);
         return 0;
