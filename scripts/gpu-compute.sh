@@ -67,13 +67,14 @@ workload() { # name -> the command
     esac
 }
 # start LIB CAP REGION OUT WORKLOAD: one tenant in the background; its pid in $!
+# (with VGPU_SM_RESUME_MS=$RESUME where RESUME is set)
 start() {
     local lib=$1 cap=$2 region=$3 out=$4 w=$5
     if [ "$lib" = none ]; then
         timeout $LIMIT_S $(workload "$w") >"$out" 2>&1 &
     else
         env LD_PRELOAD="$lib" CUDA_DEVICE_SM_LIMIT="$cap" GPU_CORE_UTILIZATION_POLICY=force \
-            CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" \
+            CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" ${RESUME:+VGPU_SM_RESUME_MS=$RESUME} \
             timeout $LIMIT_S $(workload "$w") >"$out" 2>&1 &
     fi
 }
@@ -121,12 +122,12 @@ if [ -n "${PAIR_RESUME_MS:-}" ]; then
     wait $a; wait $b
     for ms in $PAIR_RESUME_MS; do
         rm -f "$RES"/resume$ms-*.cache
-        export VGPU_SM_RESUME_MS=$ms
+        RESUME=$ms
         start "$LIB" 30 "$RES/resume$ms-a.cache" "$RES/resume$ms-long-30.out" long; a=$!
         start "$LIB" 70 "$RES/resume$ms-b.cache" "$RES/resume$ms-long-70.out" long; b=$!
         wait $a; wait $b
-        unset VGPU_SM_RESUME_MS
     done
+    RESUME=
 fi
 echo "== one container of two processes sharing 40 %"
 rm -f "$RES/shared.cache"
@@ -220,14 +221,19 @@ def together(tag, runs, note):
     for path, cap in runs:
         rate, base = val(path, "work_per_s"), solo["long"]
         if rate is None or not base:
+            print("%-10s %-8s %5s %7s %7s %7s no result %s" % (tag, "long", cap or "-",
+                  "-", "-", "-", note))
             continue
         share = 100 * rate / base
         print("%-10s %-8s %5s %6.1f%% %7s %7s %s" % (tag, "long", cap or "-", share,
               "%+6.1f" % (share - cap) if cap else "-", "-", note))
-together("plain-two", [(f"{res}/plain2a-long-0.out", None),
-                       (f"{res}/plain2b-long-0.out", None)], "no preload, both at once")
-for path in sorted(glob.glob(f"{res}/resume*-long-30.out"),
-                   key=lambda p: int(os.path.basename(p)[6:].split("-")[0])):
+if os.path.exists(f"{res}/plain2a-long-0.out"):
+    together("plain-two", [(f"{res}/plain2a-long-0.out", None),
+                           (f"{res}/plain2b-long-0.out", None)], "no preload, both at once")
+def level(path):
+    ms = os.path.basename(path)[6:].split("-")[0]
+    return (0, int(ms), "") if ms.isdigit() else (1, 0, ms)
+for path in sorted(glob.glob(f"{res}/resume*-long-30.out"), key=level):
     ms = os.path.basename(path)[6:].split("-")[0]
     together("resume-" + ms, [(path, 30), (path.replace("-30.out", "-70.out"), 70)],
              "together, VGPU_SM_RESUME_MS=" + ms)

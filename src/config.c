@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "vgpu/sm_budget.h"
 
 const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
     [VGPU_ENV_MEMORY_LIMIT] = {"CUDA_DEVICE_MEMORY_LIMIT", NULL, true,
@@ -218,7 +219,10 @@ static void read_sm_mode(void)
 }
 
 /* VGPU_SM_RESUME_MS: whole milliseconds, at most the budget's burst (a
- * bucket never holds more, vgpu/sm_budget.h). Unset: the table's default. */
+ * bucket never holds more, vgpu/sm_budget.h). Unset: the table's default,
+ * which is VGPU_SM_RESUME_NS. */
+_Static_assert(VGPU_SM_RESUME_NS == 2000000ll,
+               "VGPU_SM_RESUME_MS's default in the table says 2");
 static void read_sm_resume(void)
 {
     const struct vgpu_env_var *v = &vgpu_env_vars[VGPU_ENV_SM_RESUME_MS];

@@ -84,6 +84,23 @@ int main(void)
         CHECK(vgpu_sm_budget_wait(&c, 30, levels[i], t + 100 * MS + wait + 10) == 0,
               "then goes (level %llu ms)", (unsigned long long)(levels[i] / MS));
     }
+    /* A damaged file whose refill time is just ahead (the refill returns
+     * before clamping) and whose debt is the most negative: held, for at
+     * most the deepest debt, at any level; no overflow (UBSan would say). */
+    for (int i = 0; i < 3; i++) {
+        struct vgpu_sm_budget d = {.tokens = INT64_MIN, .refilled_at = t + 1000,
+                                   .paused = 1};
+        wait = vgpu_sm_budget_wait(&d, 30, levels[i], t);
+        CHECK(wait > 0 && wait <= (uint64_t)(VGPU_SM_MAX_DEBT_NS + 75 * MS) * 100 / 30 + 10,
+              "damaged debt at level %llu ms: held %llu ns",
+              (unsigned long long)(levels[i] / MS), (unsigned long long)wait);
+    }
+    /* Tokens at the top of int64 (damaged): the refill clamps to the
+     * ceiling without overflowing. */
+    struct vgpu_sm_budget top = {.tokens = INT64_MAX, .refilled_at = t};
+    CHECK(vgpu_sm_budget_wait(&top, 30, R, t + 10 * MS) == 0 &&
+          top.tokens == VGPU_SM_BURST_NS / 100 * 30, "a full-scale level is "
+          "clamped to the ceiling: %lld", (long long)top.tokens);
     printf("region_sm_budget: ok\n");
     return 0;
 }

@@ -83,6 +83,11 @@ uint64_t vgpu_sm_budget_wait(struct vgpu_sm_budget *b, uint32_t pct,
         atomic_store_n(&b->paused, 0, RELAXED);
         return 0;
     }
+    /* A damaged file's debt counts as the deepest a bucket keeps (a refill
+     * that returned early did not clamp it), so the wait is bounded and
+     * its arithmetic cannot overflow. */
+    if (tokens < -VGPU_SM_MAX_DEBT_NS)
+        tokens = -VGPU_SM_MAX_DEBT_NS;
     /* The bucket fills at pct/100 GPU-ns per wall ns (rounded up, so that
      * it holds the level after the wait). */
     return ((uint64_t)(level - tokens) * 100 + pct - 1) / pct;
