@@ -14,8 +14,10 @@
 # cap % of its solo work while busy at most cap % of the time.
 # HAMi-core in the same table when HAMI_LIB=/path/to/its/libvgpu.so is set.
 # PAIR_RESUME_MS="2 8 32" adds the two containers together once at each of
-# those resume levels (VGPU_SM_RESUME_MS), and two plain processes together:
-# what switching between contexts costs, and what longer stretches give back.
+# those resume levels (VGPU_SM_RESUME_MS), two plain processes together, and
+# a 30 % container beside a process without vgpu: what switching between
+# contexts costs, what longer stretches give back, and whether the GPU has
+# the room a 70 % neighbour is charged for.
 # Needs nvcc and one GPU; no network. About 4 minutes.
 # Usage: scripts/gpu-compute.sh [results-dir]
 set -u
@@ -119,6 +121,10 @@ if [ -n "${PAIR_RESUME_MS:-}" ]; then
     echo "== two plain processes together; the pair at resume levels $PAIR_RESUME_MS ms"
     start none 0 - "$RES/plain2a-long-0.out" long; a=$!
     start none 0 - "$RES/plain2b-long-0.out" long; b=$!
+    wait $a; wait $b
+    rm -f "$RES/beside.cache"
+    start "$LIB" 30 "$RES/beside.cache" "$RES/beside30-long-30.out" long; a=$!
+    start none 0 - "$RES/beside0-long-0.out" long; b=$!
     wait $a; wait $b
     for ms in $PAIR_RESUME_MS; do
         rm -f "$RES"/resume$ms-*.cache
@@ -230,6 +236,9 @@ def together(tag, runs, note):
 if os.path.exists(f"{res}/plain2a-long-0.out"):
     together("plain-two", [(f"{res}/plain2a-long-0.out", None),
                            (f"{res}/plain2b-long-0.out", None)], "no preload, both at once")
+    together("beside", [(f"{res}/beside30-long-30.out", 30),
+                        (f"{res}/beside0-long-0.out", None)],
+             "a 30 % container beside a process without vgpu")
 def level(path):
     ms = os.path.basename(path)[6:].split("-")[0]
     return (0, int(ms), "") if ms.isdigit() else (1, 0, ms)
