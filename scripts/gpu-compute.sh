@@ -69,7 +69,8 @@ workload() { # name -> the command
     esac
 }
 # start LIB CAP REGION OUT WORKLOAD: one tenant in the background; its pid in $!
-# (with VGPU_SM_RESUME_MS=$RESUME where RESUME is set)
+# (with VGPU_SM_RESUME_MS=$RESUME where RESUME is set, and every measured
+# launch in its output where TRACE is set)
 start() {
     local lib=$1 cap=$2 region=$3 out=$4 w=$5
     if [ "$lib" = none ]; then
@@ -77,6 +78,7 @@ start() {
     else
         env LD_PRELOAD="$lib" CUDA_DEVICE_SM_LIMIT="$cap" GPU_CORE_UTILIZATION_POLICY=force \
             CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" ${RESUME:+VGPU_SM_RESUME_MS=$RESUME} \
+            ${TRACE:+LIBCUDA_LOG_LEVEL=3} \
             timeout $LIMIT_S $(workload "$w") >"$out" 2>&1 &
     fi
 }
@@ -126,6 +128,13 @@ if [ -n "${PAIR_RESUME_MS:-}" ]; then
     start "$LIB" 30 "$RES/beside.cache" "$RES/beside30-long-30.out" long; a=$!
     start none 0 - "$RES/beside0-long-0.out" long; b=$!
     wait $a; wait $b
+    TRACE=1 # the 70 % tenant's measurements, alone and in the pair
+    rm -f "$RES"/trace*.cache
+    start "$LIB" 70 "$RES/trace-alone.cache" "$RES/tracealone-long-70.out" long; wait $!
+    start "$LIB" 30 "$RES/trace-a.cache" "$RES/tracepair-long-30.out" long; a=$!
+    start "$LIB" 70 "$RES/trace-b.cache" "$RES/tracepair-long-70.out" long; b=$!
+    wait $a; wait $b
+    TRACE=
     for ms in $PAIR_RESUME_MS; do
         rm -f "$RES"/resume$ms-*.cache
         RESUME=$ms
@@ -239,6 +248,27 @@ if os.path.exists(f"{res}/plain2a-long-0.out"):
     together("beside", [(f"{res}/beside30-long-30.out", 30),
                         (f"{res}/beside0-long-0.out", None)],
              "a 30 % container beside a process without vgpu")
+def measurements(path):
+    """The measured launches a LIBCUDA_LOG_LEVEL=3 run printed: how far
+    above the shortest they ran, and how many the estimator set aside."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return
+    ns = [int(x) for x in re.findall(r" measured (\d+) ns", text)]
+    if not ns:
+        return
+    low, n = min(ns), len(ns)
+    kept = [x for x in ns if x <= 2 * low]
+    print("  %s: %d measured, shortest %.1f us, median %.1f us; 1.1-2x the "
+          "shortest %.1f %%, over 2x %.1f %%; set aside as stretched %d; "
+          "mean of those within 2x %.1f us" % (
+              os.path.basename(path), n, low / 1e3, statistics.median(ns) / 1e3,
+              100 * sum(1.1 * low < x <= 2 * low for x in ns) / n,
+              100 * sum(x > 2 * low for x in ns) / n, text.count("(stretched"),
+              statistics.mean(kept) / 1e3))
+for name in ("tracealone-long-70", "tracepair-long-70", "tracepair-long-30"):
+    measurements(f"{res}/{name}.out")
 def level(path):
     ms = os.path.basename(path)[6:].split("-")[0]
     return (0, int(ms), "") if ms.isdigit() else (1, 0, ms)

@@ -354,6 +354,22 @@ static void case_lazyload(void)
  * ms (the median hold is checked, so a late wake-up on a loaded host does
  * not decide). Either way the cap holds, and a value that does not parse
  * is one line and the default. */
+/* This process alone in a fresh container region, capped at pct % always,
+ * its log lines in log_path() from its first CUDA call (*saved: stderr, for
+ * stderr_back). Returns a stream to launch on. */
+static CUstream alone_under(const char *pct, int *saved)
+{
+    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", container_path(0), 1);
+    unlink(container_path(0));
+    setenv("CUDA_DEVICE_SM_LIMIT", pct, 1);
+    setenv("GPU_CORE_UTILIZATION_POLICY", "force", 1);
+    *saved = stderr_to_log();
+    fakegpu_context(0);
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    return s;
+}
+
 static int by_value(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -362,15 +378,9 @@ static int by_value(const void *a, const void *b)
 
 static void case_resume(const char *value, bool long_holds)
 {
-    setenv("CUDA_DEVICE_MEMORY_SHARED_CACHE", container_path(0), 1);
-    unlink(container_path(0));
-    setenv("CUDA_DEVICE_SM_LIMIT", "30", 1);
-    setenv("GPU_CORE_UTILIZATION_POLICY", "force", 1);
     setenv("VGPU_SM_RESUME_MS", value, 1);
-    int saved = stderr_to_log();
-    fakegpu_context(0);
-    CUstream s;
-    CU_OK(cuStreamCreate(&s, 0));
+    int saved;
+    CUstream s = alone_under("30", &saved);
     uint32_t us = 1000;
     void *params[] = {&us};
     double holds[4096];
@@ -409,6 +419,42 @@ static void case_resume(const char *value, bool long_holds)
           warned);
     CU_OK(cuStreamDestroy_v2(s));
     printf("resume %s: ok\n", value);
+}
+
+/* LIBCUDA_LOG_LEVEL=3 (set by ctest for this case: the level is read when
+ * the library loads) prints each measurement and its estimate: the lines
+ * come, and a 100 us kernel is measured as at least that. */
+static void case_trace(void)
+{
+    int saved;
+    CUstream s = alone_under("50", &saved);
+    uint32_t us = 100;
+    void *params[] = {&us};
+    for (int i = 0; i < 20; i++) {
+        CU_OK(cuLaunchKernel((CUfunction)7, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+        CU_OK(cuStreamSynchronize(s));
+    }
+    CU_OK(cuStreamDestroy_v2(s));
+    CU_OK(cuCtxSynchronize());
+    stderr_back(saved);
+    FILE *f = fopen(log_path(), "r");
+    CHECK(f != NULL, "log readable");
+    char line[1024];
+    int n = 0;
+    long long least = -1;
+    while (fgets(line, sizeof line, f)) {
+        const char *m = strstr(line, " measured ");
+        long long ns;
+        if (m == NULL || sscanf(m, " measured %lld ns", &ns) != 1)
+            continue;
+        if (n++ == 0)
+            printf("log: %s", line);
+        least = least < 0 || ns < least ? ns : least;
+    }
+    fclose(f);
+    CHECK(n >= 1, "measurements in the log: %d", n);
+    CHECK(least >= 90000, "a 100 us kernel measured %lld ns", least);
+    printf("trace: %d measurements, the shortest %lld ns: ok\n", n, least);
 }
 
 /* Charges kept back by a thread (src/hook/gputime.c batches them) reach
@@ -522,6 +568,8 @@ int main(int argc, char **argv)
         case_resume("60", true);
     else if (strcmp(c, "resume_bogus") == 0)
         case_resume("bogus", false);
+    else if (strcmp(c, "trace") == 0)
+        case_trace();
     else if (strcmp(c, "capture") == 0)
         case_capture();
     else if (strcmp(c, "paths") == 0)

@@ -52,6 +52,7 @@
 #include "hook/estimate.h"
 #include "hook/limiter.h"
 #include "hook/real.h"
+#include "log.h"
 #include "vgpu/config.h"
 
 #define INFLIGHT 32
@@ -274,6 +275,12 @@ static void settle(struct thread_state *s, struct inflight *e, bool done)
         bool own = true;
         if (k->key == e->key && k->dev == e->dev)
             k->ns = each = estimate_learn(&k->window, ns, &own);
+        /* LIBCUDA_LOG_LEVEL=3: every measurement, to see on a real GPU
+         * what another context's time does to them (estimate.h). */
+        log_debug("device %d: launch %#llx measured %lld ns, estimate %lld ns, "
+                  "%u before it at the estimate%s", e->dev,
+                  (unsigned long long)e->key, (long long)ns, (long long)each,
+                  e->covered, own ? "" : " (stretched: charged the estimate)");
         if (!own) /* stretched by another context's time (estimate.h) */
             ns = each;
         /* This launch as measured, the ones it covers at the estimate. */
