@@ -146,6 +146,16 @@ static void read_limits(void)
     }
 }
 
+/* Decimal digits only, no sign or space, that fit: true and *value. */
+static bool whole_number(const char *text, unsigned long *value)
+{
+    char *end = NULL;
+    errno = 0;
+    *value = strtoul(text, &end, 10);
+    return errno == 0 && end != text && *end == '\0' && text[0] >= '0' &&
+           text[0] <= '9';
+}
+
 /* A compute limit's text -> percent (100 and more: none), or fallback with
  * one line if it does not parse. */
 static uint32_t percent_of(const char *name, const char *text,
@@ -154,11 +164,8 @@ static uint32_t percent_of(const char *name, const char *text,
     *invalid = false;
     if (text == NULL)
         return fallback;
-    char *end = NULL;
-    errno = 0;
-    unsigned long pct = strtoul(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] < '0' ||
-        text[0] > '9') {
+    unsigned long pct;
+    if (!whole_number(text, &pct)) {
         *invalid = true;
         log_warn("%s=\"%.64s\" is not a percentage (0-100); that compute "
                  "limit is ignored", name, text);
@@ -228,12 +235,8 @@ static void read_sm_resume(void)
     const struct vgpu_env_var *v = &vgpu_env_vars[VGPU_ENV_SM_RESUME_MS];
     const char *text = parsed.value[VGPU_ENV_SM_RESUME_MS];
     const char *use = text != NULL ? text : v->default_value;
-    char *end = NULL;
-    errno = 0;
-    unsigned long ms = strtoul(use, &end, 10);
-    parsed.invalid[VGPU_ENV_SM_RESUME_MS] =
-        errno != 0 || end == use || *end != '\0' || use[0] < '0' ||
-        use[0] > '9' || ms > 250;
+    unsigned long ms;
+    parsed.invalid[VGPU_ENV_SM_RESUME_MS] = !whole_number(use, &ms) || ms > 250;
     if (parsed.invalid[VGPU_ENV_SM_RESUME_MS]) {
         log_warn("%s=\"%.32s\" is not whole milliseconds from 0 to 250; "
                  "using %s", v->name, use, v->default_value);

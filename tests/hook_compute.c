@@ -348,12 +348,6 @@ static void case_lazyload(void)
     printf("lazyload: ok\n");
 }
 
-/* VGPU_SM_RESUME_MS: after a hold, launches resume once the budget holds
- * that much GPU time. A 30 % container of 1 ms kernels, synchronized each:
- * with the default (2 ms) its holds are about 10 ms; with 60 ms, over 200
- * ms (the median hold is checked, so a late wake-up on a loaded host does
- * not decide). Either way the cap holds, and a value that does not parse
- * is one line and the default. */
 /* This process alone in a fresh container region, capped at pct % always,
  * its log lines in log_path() from its first CUDA call (*saved: stderr, for
  * stderr_back). Returns a stream to launch on. */
@@ -376,6 +370,12 @@ static int by_value(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* VGPU_SM_RESUME_MS: after a hold, launches resume once the budget holds
+ * that much GPU time. A 30 % container of 1 ms kernels, synchronized each:
+ * with the default (2 ms) its holds are about 10 ms; with 60 ms, over 200
+ * ms (the median hold is checked, so a late wake-up on a loaded host does
+ * not decide). Either way the cap holds, and a value that does not parse
+ * is one line and the default. */
 static void case_resume(const char *value, bool long_holds)
 {
     setenv("VGPU_SM_RESUME_MS", value, 1);

@@ -39,9 +39,9 @@ static void refill(struct vgpu_sm_budget *b, uint32_t pct, uint64_t now)
     /* Enough wall time, at any cap of 1 % or more, to go from the deepest
      * debt to a full bucket (so a debt is repaid by the wait computed for
      * it, in one refill); more would be clamped anyway. */
-    uint64_t elapsed = now - last;
-    if (elapsed > 100 * (uint64_t)(VGPU_SM_MAX_DEBT_NS + VGPU_SM_BURST_NS))
-        elapsed = 100 * (uint64_t)(VGPU_SM_MAX_DEBT_NS + VGPU_SM_BURST_NS);
+    const uint64_t most =
+        100 * (uint64_t)(VGPU_SM_MAX_DEBT_NS + VGPU_SM_BURST_NS);
+    uint64_t elapsed = now - last < most ? now - last : most;
     int64_t add = (int64_t)elapsed / 100 * (int64_t)pct +
                   (int64_t)(elapsed % 100) * (int64_t)pct / 100;
     int64_t max = ceiling(pct);
