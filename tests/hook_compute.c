@@ -457,6 +457,53 @@ static void case_trace(void)
     printf("trace: %d measurements, the shortest %lld ns: ok\n", n, least);
 }
 
+/* The gaps between measured launches vary (src/hook/gputime.c draws each
+ * in [EVERY / 2, EVERY * 3 / 2), EVERY 128): fixed ones can fall in step
+ * with a neighbour's cycle. Read from the trace (LIBCUDA_LOG_LEVEL=3, as
+ * case_trace): each measurement says how many launches before it were
+ * charged the estimate. Fewer than half may be the fixed gap's 127, none
+ * over 191. (A gap cut short by the measurement's age limit is shorter:
+ * a loaded host makes more of them, never one longer.) */
+static void case_sampling(void)
+{
+    int saved;
+    CUstream s = alone_under("90", &saved);
+    uint32_t us = 2;
+    void *params[] = {&us};
+    for (int i = 0; i < 4000; i++) {
+        CU_OK(cuLaunchKernel((CUfunction)7, 2, 1, 1, 1, 1, 1, 0, s, params, NULL));
+        if (i % 100 == 99)
+            CU_OK(cuStreamSynchronize(s));
+    }
+    CU_OK(cuStreamDestroy_v2(s));
+    CU_OK(cuCtxSynchronize());
+    stderr_back(saved);
+    FILE *f = fopen(log_path(), "r");
+    CHECK(f != NULL, "log readable");
+    char line[1024];
+    int n = 0, fixed = 0, most = 0;
+    unsigned first = 0;
+    bool varied = false;
+    while (fgets(line, sizeof line, f)) {
+        const char *m = strstr(line, " estimate ");
+        unsigned before;
+        if (m == NULL || sscanf(m, " estimate %*d ns, %u before it", &before) != 1 ||
+            before == 0) /* a key's first launches */
+            continue;
+        if (n++ == 0)
+            first = before;
+        varied |= before != first;
+        fixed += before == 127;
+        most = (int)before > most ? (int)before : most;
+    }
+    fclose(f);
+    printf("sampling: %d gaps, %d of them 127, the longest %d\n", n, fixed, most);
+    CHECK(n >= 10, "measurements in the log: %d", n);
+    CHECK(varied && 2 * fixed < n, "gaps vary: %d of %d are 127", fixed, n);
+    CHECK(most <= 191, "the longest gap %d launches", most);
+    printf("sampling: ok\n");
+}
+
 /* Charges kept back by a thread (src/hook/gputime.c batches them) reach
  * the budget when it exits, and when a process calls exit(): threads and
  * a process that each launch less than a batch, then end, leave the
@@ -570,6 +617,8 @@ int main(int argc, char **argv)
         case_resume("bogus", false);
     else if (strcmp(c, "trace") == 0)
         case_trace();
+    else if (strcmp(c, "sampling") == 0)
+        case_sampling();
     else if (strcmp(c, "capture") == 0)
         case_capture();
     else if (strcmp(c, "paths") == 0)

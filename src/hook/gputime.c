@@ -12,7 +12,13 @@
  * Sampling. A key's first FIRST launches are measured, then one in EVERY,
  * and the next one whenever its last measurement is older than MAX_AGE_NS
  * (so that rare launches of long kernels are measured often enough); the
- * others cost no driver call here. A measured launch is bracketed by two
+ * others cost no driver call here. Each gap is drawn at random between
+ * half and one and a half times those (mean the same): fixed gaps can fall
+ * in step with another container's cycle of holds and resumes, so that
+ * measurement after measurement lands on its switches (a 30 % neighbour
+ * at the 2 ms resume level cycles every 6.7 ms, a third of MAX_AGE_NS).
+ *
+ * Measuring. A measured launch is bracketed by two
  * events on its stream (start recorded after any hold, so that waiting is
  * not counted; end right after it); once the end has completed their
  * elapsed time is its GPU time (a graph's: all of its nodes). The launches
@@ -46,6 +52,7 @@
  * and charges kept back, keeps the estimates. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "atomic.h"
 #include "hook/capture.h"
@@ -60,7 +67,7 @@
 #define KEYS 256                   /* power of two */
 #define FIRST 2                    /* a new key's launches measured */
 #define EVERY 128                  /* then one in this many */
-#define MAX_AGE_NS 20000000ull     /* or one when the last is older */
+#define MAX_AGE_NS 20000000u      /* or one when the last is older */
 #define FLUSH_NS 200000            /* charges kept back per thread, at most */
 
 struct estimate {
@@ -68,6 +75,7 @@ struct estimate {
     int dev;
     uint32_t taken;         /* launches measured (saturates at FIRST) */
     uint32_t countdown;     /* launches until the next measured one */
+    uint32_t max_age;       /* ns: measure the next one after this long */
     struct estimate_window window; /* its last measurements */
     int64_t ns;             /* the estimate; 0 until the first measurement */
     uint32_t covered;       /* launches charged since the last measured one */
@@ -93,6 +101,7 @@ struct spare {
 struct thread_state {
     unsigned fork_gen;
     bool usable;        /* the driver has what measuring needs */
+    uint64_t random;    /* xorshift state for the sampling gaps, never 0 */
     unsigned head, count;
     struct inflight ring[INFLIGHT];
     int spares;
@@ -228,6 +237,9 @@ static struct thread_state *state(void)
     }
     self->fork_gen = gen;
     self->usable = usable();
+    /* Threads and processes (a fork child too) draw different gaps. */
+    self->random = ((uint64_t)(uintptr_t)self ^ (uint64_t)getpid() << 32) *
+                   0x9E3779B97F4A7C15ull | 1;
     return self;
 }
 
@@ -347,6 +359,17 @@ static bool into_capture(CUstream stream, bool measure)
     return true;
 }
 
+/* A sampling gap: at random in [mean / 2, mean * 3 / 2), mean > 0. */
+static uint32_t gap(struct thread_state *s, uint32_t mean)
+{
+    uint64_t x = s->random; /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s->random = x;
+    return mean / 2 + (uint32_t)(x % mean);
+}
+
 /* t's entry in the table, made afresh for a new key. */
 static struct estimate *entry(struct thread_state *s, struct launch_ticket *t)
 {
@@ -377,7 +400,7 @@ bool gputime_prepare(struct launch_ticket *t)
         return true;
     struct estimate *k = entry(s, t);
     bool measure = k->taken < FIRST || k->countdown == 0 ||
-                   t->now - k->measured_at > MAX_AGE_NS;
+                   t->now - k->measured_at > k->max_age;
     if (into_capture(t->stream, measure)) {
         t->state = TICKET_CAPTURE;
         return false;
@@ -398,7 +421,8 @@ bool gputime_prepare(struct launch_ticket *t)
     t->first = k->taken == 0;
     if (k->taken < FIRST)
         k->taken++;
-    k->countdown = EVERY - 1;
+    k->countdown = gap(s, EVERY) - 1;
+    k->max_age = gap(s, MAX_AGE_NS);
     k->measured_at = t->now;
     t->state = TICKET_SAMPLE;
     CUstreamCaptureMode mode = relaxed();
