@@ -13,10 +13,13 @@
  * and the next one whenever its last measurement is older than MAX_AGE_NS
  * (so that rare launches of long kernels are measured often enough); the
  * others cost no driver call here. Each gap is drawn at random between
- * half and one and a half times those (mean the same): fixed gaps can fall
- * in step with another container's cycle of holds and resumes, so that
- * measurement after measurement lands on its switches (a 30 % neighbour
- * at the 2 ms resume level cycles every 6.7 ms, a third of MAX_AGE_NS).
+ * half and one and a half times those (mean the same): a sample at fixed
+ * gaps can fall in step with anything periodic, such as a program whose
+ * every 128th launch of a kernel runs long, or a neighbour whose cycle of
+ * holds and resumes divides 20 ms (a 30 % one at the 2 ms resume level
+ * cycles every 6.7 ms), and then sees only one phase of it. (On the H100
+ * the runs of stretched measurements that estimate.h's history answers
+ * came with random gaps too: that was the neighbour, not the sampling.)
  *
  * Measuring. A measured launch is bracketed by two
  * events on its stream (start recorded after any hold, so that waiting is
