@@ -48,8 +48,9 @@ static const int beside_another[] = {
  * container's 241 us kernel, measured every 10-30 ms beside the 30 % one):
  * here the other's kernels (506) and slices (2.7 ms) came in runs, up to
  * seven of eight measurements in a row. Taken then as the kernel's own
- * durations, they charged 322 us a launch; the GPU sat at 30 % busy for
- * 200-600 ms at a time while the 70 % container waited out the debt. */
+ * durations (the rule decided on the last 8 alone), they charged 336 us a
+ * launch in this replay; the GPU sat at 30 % busy for 200-600 ms at a time
+ * while the 70 % container waited out the debt. */
 static const int beside_another_in_runs[] = {
     243, 242, 241, 242, 246, 241, 241, 242, 241, 242, 242, 242, 242, 241, 242,
     241, 241, 240, 2726, 241, 506, 506, 505, 505, 505, 240, 240, 240, 240,
@@ -153,6 +154,29 @@ static void becomes_longer(void)
     CHECK(e[8] == 400 && own, "after 8 of 400 us: %lld, own %d", (long long)e[8], own);
 }
 
+/* More than 2x longer for good, its old duration still one launch in
+ * three: followed once the new one is most of the history (the 19th
+ * measurement), never left at the old one. */
+static void longer_with_old_between(void)
+{
+    struct estimate_window w = {0};
+    bool own;
+    for (int i = 0; i < 24; i++)
+        learn_us(&w, 100, &own);
+    int first = 0;
+    int64_t e = 0;
+    for (int i = 1; i <= 24; i++) {
+        int us = i % 3 == 0 ? 100 : 400;
+        e = learn_us(&w, us, &own);
+        if (first == 0 && us == 400 && own)
+            first = i;
+    }
+    printf("100 us becomes 400 us in 2 of 3: its own from measurement %d, "
+           "estimate %lld us\n", first, (long long)e);
+    CHECK(first > 0 && first <= 19, "400 us its own from measurement %d", first);
+    CHECK(e > 250, "estimate %lld us", (long long)e);
+}
+
 /* Sometimes longer, in most of the window and of the history: its own
  * durations, charged their mean. */
 static void mostly_longer(void)
@@ -226,6 +250,7 @@ int main(void)
     varying_within_twice();
     becomes_longer();
     mostly_longer();
+    longer_with_old_between();
     becomes_shorter();
     first_launch_loads();
     stretched_is_not_own();

@@ -18,34 +18,31 @@ int64_t estimate_learn(struct estimate_window *w, int64_t ns, bool *own)
     if (w->count < ESTIMATE_HISTORY)
         w->count++;
 
+    uint32_t n = w->count < ESTIMATE_WINDOW ? w->count : ESTIMATE_WINDOW;
     int64_t shortest = ns;
-    uint32_t long_in_history = 0;
-    for (uint32_t i = 0; i < w->count; i++)
+    for (uint32_t i = 0; i < n; i++)
         if (recent(w, i) < shortest)
             shortest = recent(w, i);
     int64_t bound = shortest * ESTIMATE_STRETCH;
-    for (uint32_t i = 0; i < w->count; i++)
-        long_in_history += recent(w, i) > bound;
 
-    uint32_t n = w->count < ESTIMATE_WINDOW ? w->count : ESTIMATE_WINDOW;
     int64_t kept_sum = 0, all_sum = 0;
-    uint32_t kept = 0;
-    for (uint32_t i = 0; i < n; i++) {
+    uint32_t kept = 0, long_in_history = 0;
+    for (uint32_t i = 0; i < w->count; i++) {
         int64_t x = recent(w, i);
+        long_in_history += x > bound;
+        if (i >= n)
+            continue;
         all_sum += x;
         if (x <= bound) {
             kept_sum += x;
             kept++;
         }
     }
-    /* Long ones are the kernel's own when the whole window is long (its
-     * duration changed), or when they are more than half of the window
-     * and of the history; a tie goes to the shorter, so that a new key's
-     * first launch, which may load its module, is not what the next ones
-     * are charged. */
-    bool theirs_too = kept == 0 ||
-                      (2 * (n - kept) > n && 2 * long_in_history > w->count);
-    if (theirs_too) {
+    /* Long ones are the kernel's own when they are more than half of the
+     * window and of the history; a tie goes to the shorter, so that a new
+     * key's first launch, which may load its module, is not what the next
+     * ones are charged. (kept >= 1: the shortest is within the bound.) */
+    if (2 * (n - kept) > n && 2 * long_in_history > w->count) {
         *own = true;
         return all_sum / n;
     }

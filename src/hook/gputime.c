@@ -7,13 +7,14 @@
  * makes that key). Each thread keeps a small direct-mapped table of keys
  * (KEYS entries; a collision replaces the entry), no lock. A key's estimate
  * comes from its last eight measurements, leaving out those stretched by
- * another context's time slice (estimate.h: the rule, and what it costs).
+ * another context's time slice (estimate.h: the rule, which looks back 24
+ * measurements, and what it costs).
  *
  * Sampling. A key's first FIRST launches are measured, then one in EVERY,
  * and the next one whenever its last measurement is older than MAX_AGE_NS
  * (so that rare launches of long kernels are measured often enough); the
  * others cost no driver call here. Each gap is drawn at random between
- * half and one and a half times those (mean the same): a sample at fixed
+ * half and one and a half times those (about the same mean): a sample at fixed
  * gaps can fall in step with anything periodic, such as a program whose
  * every 128th launch of a kernel runs long, or a neighbour whose cycle of
  * holds and resumes divides 20 ms (a 30 % one at the 2 ms resume level
@@ -219,6 +220,19 @@ static bool usable(void)
            REAL(cuStreamIsCapturing);
 }
 
+/* A sampling seed for this thread: its state's address and the pid (a
+ * fork child's differs), mixed so that every bit of either moves every
+ * bit of the seed (splitmix64's finalizer; xorshift needs it nonzero). */
+static uint64_t seed(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x | 1;
+}
+
 static struct thread_state *state(void)
 {
     unsigned gen = atomic_load_n(&fork_gen, RELAXED); /* see after_fork_child */
@@ -240,9 +254,7 @@ static struct thread_state *state(void)
     }
     self->fork_gen = gen;
     self->usable = usable();
-    /* Threads and processes (a fork child too) draw different gaps. */
-    self->random = ((uint64_t)(uintptr_t)self ^ (uint64_t)getpid() << 32) *
-                   0x9E3779B97F4A7C15ull | 1;
+    self->random = seed((uint64_t)(uintptr_t)self ^ (uint64_t)getpid() << 32);
     return self;
 }
 
