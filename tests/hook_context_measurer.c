@@ -369,6 +369,61 @@ static void allocate_before_published(void)
     CHECK(fakegpu_device_peak(0) <= 4 * GiB, "the driver held more than the limit");
 }
 
+/* A process whose own guess is settled is refused for the others': two
+ * processes made their contexts with the guess and then make no CUDA call
+ * (ranks waiting in a barrier: their reconciliation threads give the
+ * guess back within 10 ms of the size's publication); a third allocates
+ * what fits only once theirs are back. It waits for them instead of being
+ * refused (mpi_allreduce_sim refused 256 MiB this way, once in 60 runs). */
+static void allocate_beside_guesses(void)
+{
+    fresh("4g");
+    pid_t a = starter(-1, -1, -1, "1000"); /* the measurer: a slow creation */
+    WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
+    int ready[2], go[2];
+    CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipes");
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++) {
+        fflush(stdout);
+        kids[i] = fork();
+        CHECK(kids[i] >= 0, "fork");
+        if (kids[i] == 0) {
+            alarm(60);
+            close(go[1]);
+            unsetenv("FAKEGPU_CTX_DELAY_MS");
+            CUcontext ctx = fakegpu_context(0); /* with the guess: 1 GiB */
+            (void)ctx;
+            char c = 'r';
+            CHECK(write(ready[1], &c, 1) == 1, "ready");
+            CHECK(read(go[0], &c, 1) == 0, "all hold their guess");
+            if (i < 2) { /* no CUDA call: the watcher gives it back */
+                sleep(3);
+                _exit(0);
+            }
+            /* 4 contexts of 256 MiB leave 3 GiB; 2 GiB fits once the
+             * other two guesses are back, not before. */
+            CUdeviceptr p;
+            _exit(cuMemAlloc_v2(&p, 2 * GiB) == CUDA_SUCCESS ? 0 : 10);
+        }
+    }
+    close(go[0]);
+    for (int i = 0; i < 3; i++) {
+        char c;
+        CHECK(read(ready[0], &c, 1) == 1, "a context");
+    }
+    CHECK(published() == 0, "not measured yet");
+    close(go[1]); /* allocate while the measurement is under way */
+    int third = exit_code(kids[2]);
+    for (int i = 0; i < 2; i++)
+        CHECK(exit_code(kids[i]) == 0, "a guess holder");
+    CHECK(exit_code(a) == 0, "the measurer");
+    printf("  2 GiB beside two others' guesses: %s, driver peak %llu MiB\n",
+           third == 0 ? "granted" : "refused",
+           (unsigned long long)(fakegpu_device_peak(0) / MiB));
+    CHECK(third == 0, "2 GiB refused for other processes' guesses");
+    CHECK(fakegpu_device_peak(0) <= 4 * GiB, "the driver held more than the limit");
+}
+
 /* Each scenario its own simulated machine and region file, so that two
  * ctest entries of this program may run at once. */
 static void own_files(const char *scenario)
@@ -406,6 +461,7 @@ int main(int argc, char **argv)
     } scenarios[] = {{"roomy", together_roomy, false},
                      {"tight", together_tight, false},
                      {"alloc", allocate_before_published, false},
+                     {"beside", allocate_beside_guesses, false},
                      {"late", late_starters, false},
                      {"stalemark", stale_mark, false},
                      {"killed", killed_measurer, false},

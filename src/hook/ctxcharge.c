@@ -38,10 +38,10 @@ static uint64_t assumed_size(struct vgpu_region *r, int dev)
     return limit > 0 && bytes > limit ? limit : bytes;
 }
 
-/* Bound on waiting for other processes' measurement and shrinking: a
- * context takes 0.1-0.5 s to create on an H100, and the driver serializes
- * creations (32 processes starting together took 7 s in all). */
-#define MEASUREMENT_WAIT_NS (10000ull * 1000 * 1000)
+/* CTX_MEASUREMENT_WAIT_NS bounds waiting for other processes'
+ * measurement and shrinking: a context takes 0.1-0.5 s to create on an
+ * H100, and the driver serializes creations (32 processes starting
+ * together took 7 s in all). */
 
 static uint64_t known_size(uint64_t known)
 {
@@ -77,7 +77,7 @@ static bool charge_after_refusal(struct ctx_charge *cc, struct vgpu_region *r,
     if (charge_nested() || r == NULL)
         return false;
     uint64_t now = clock_ns(CLOCK_MONOTONIC);
-    uint64_t deadline = now + MEASUREMENT_WAIT_NS;
+    uint64_t deadline = now + CTX_MEASUREMENT_WAIT_NS;
     if (known != 0) {
         /* A mark past the bound is from before this boot (the file
          * outlived it) or damage: no guess of now can be held that long. */
@@ -124,7 +124,7 @@ bool ctx_charge_begin(struct ctx_charge *cc, int dev)
     if (known == 0 && cc->c.dev >= 0) {
         /* Held until this creation ends and a while after (see
          * ctx_charge_settle's callers): within the bound, by design. */
-        vgpu_region_note_guess(r, dev, clock_ns(CLOCK_MONOTONIC) + MEASUREMENT_WAIT_NS);
+        vgpu_region_note_guess(r, dev, clock_ns(CLOCK_MONOTONIC) + CTX_MEASUREMENT_WAIT_NS);
         claim_or_guess(cc, r, dev);
     }
     return true;

@@ -28,6 +28,10 @@
 #include "hook/charge.h"
 #include "hook/nvml_self.h"
 
+/* A creation that begins before the size is known waits for it, and holds
+ * its guess, at most this long (the region's guess mark). */
+#define CTX_MEASUREMENT_WAIT_NS (10000ull * 1000 * 1000)
+
 struct ctx_charge {
     struct charge c;
     bool measuring;          /* the size is not known: measure this one */
