@@ -378,7 +378,7 @@ static void allocate_before_published(void)
 static void allocate_beside_guesses(void)
 {
     fresh("4g");
-    pid_t a = starter(-1, -1, -1, "1000"); /* the measurer: a slow creation */
+    pid_t a = starter(-1, -1, -1, "2000"); /* the measurer: a slow creation */
     WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
     int ready[2], go[2];
     CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipes");

@@ -22,15 +22,17 @@ static __thread int in_driver;
 
 /* Refused while other processes of the container may still hold contexts
  * charged at the guess (a creation began before the size was known: the
- * region's mark): retry every millisecond while the size is unknown, and
- * then while the usage keeps falling (each process gives its guesses back
- * at its next charge or from its reconciliation thread, every 10 ms while
- * one is recent), until OTHERS_SETTLE_NS pass without a fall or the mark
- * passes. Seen on the simulated GPU: of 8 ranks of mpi_allreduce_sim
- * under 4 GiB, two still held 1 GiB guesses while waiting in a barrier,
- * and two others' 256 MiB were refused. A context's own charge waits its
- * own way (ctxcharge.c). What it costs: a charge that does not fit waits
- * that long before its refusal, only in a container's first seconds. */
+ * region's mark): retry every millisecond while a process measures the
+ * size, and then while the usage falls below its lowest so far (each
+ * process gives its guesses back at its next charge or from its
+ * reconciliation thread, every 10 ms while one is recent), until
+ * OTHERS_SETTLE_NS pass without such a fall or the mark passes. Seen on
+ * the simulated GPU: of 8 ranks of mpi_allreduce_sim under 4 GiB, two
+ * still held 1 GiB guesses while waiting in a barrier, and two others'
+ * 256 MiB were refused. A context's own charge waits its own way
+ * (ctxcharge.c). What it costs: in a container's first seconds a charge
+ * that does not fit is refused 50 ms later, or once the measurement under
+ * way ends (at most 10 s). */
 static bool charge_after_others_guesses(struct vgpu_region *r, int dev,
                                         uint64_t bytes,
                                         enum vgpu_charge_kind kind)
@@ -42,19 +44,19 @@ static bool charge_after_others_guesses(struct vgpu_region *r, int dev,
     if (until <= now || until - now > CTX_MEASUREMENT_WAIT_NS)
         return false; /* none can be held (a later mark is damage) */
     const struct timespec ms = {0, 1000 * 1000};
-    uint64_t used = vgpu_region_used(r, dev), falling_at = now;
+    uint64_t lowest = vgpu_region_used(r, dev), falling_at = now;
     while (now < until) {
         nanosleep(&ms, NULL);
         ctx_guesses_settle();
         if (vgpu_region_try_charge(r, dev, bytes, kind))
             return true;
         now = clock_ns(CLOCK_MONOTONIC);
-        uint64_t was = used;
-        used = vgpu_region_used(r, dev);
-        if (used < was || vgpu_region_context_bytes(r, dev) == 0)
+        uint64_t used = vgpu_region_used(r, dev);
+        if (used < lowest || vgpu_region_context_measuring(r, dev))
             falling_at = now;
         else if (now - falling_at >= OTHERS_SETTLE_NS)
             return false;
+        lowest = used < lowest ? used : lowest;
     }
     return false;
 }
