@@ -421,6 +421,18 @@ static void case_resume(const char *value, bool long_holds)
     printf("resume %s: ok\n", value);
 }
 
+/* The end of a run under alone_under: its launches done, stderr back, its
+ * log (LIBCUDA_LOG_LEVEL=3: a line per measurement) open to read. */
+static FILE *trace_of(CUstream s, int saved)
+{
+    CU_OK(cuStreamDestroy_v2(s));
+    CU_OK(cuCtxSynchronize());
+    stderr_back(saved);
+    FILE *f = fopen(log_path(), "r");
+    CHECK(f != NULL, "log readable");
+    return f;
+}
+
 /* LIBCUDA_LOG_LEVEL=3 (set by ctest for this case: the level is read when
  * the library loads) prints each measurement and its estimate: the lines
  * come, and a 100 us kernel is measured as at least that. */
@@ -434,11 +446,7 @@ static void case_trace(void)
         CU_OK(cuLaunchKernel((CUfunction)7, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
         CU_OK(cuStreamSynchronize(s));
     }
-    CU_OK(cuStreamDestroy_v2(s));
-    CU_OK(cuCtxSynchronize());
-    stderr_back(saved);
-    FILE *f = fopen(log_path(), "r");
-    CHECK(f != NULL, "log readable");
+    FILE *f = trace_of(s, saved);
     char line[1024];
     int n = 0;
     long long least = -1;
@@ -475,11 +483,7 @@ static void case_sampling(void)
         if (i % 100 == 99)
             CU_OK(cuStreamSynchronize(s));
     }
-    CU_OK(cuStreamDestroy_v2(s));
-    CU_OK(cuCtxSynchronize());
-    stderr_back(saved);
-    FILE *f = fopen(log_path(), "r");
-    CHECK(f != NULL, "log readable");
+    FILE *f = trace_of(s, saved);
     char line[1024];
     int n = 0, fixed = 0, most = 0;
     unsigned first = 0;

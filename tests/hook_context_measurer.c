@@ -320,18 +320,17 @@ static void stopped_measurer_waiter(void)
     CHECK(waitpid(a, NULL, 0) == a, "wait");
 }
 
-/* Processes that create while another measures hold the guess; their
- * first allocation, made before the size is published and refused for
- * the guesses' sake, waits for the measurement instead (the driver never
- * holds more than the limit meanwhile). */
-static void allocate_before_published(void)
+/* While a measurer's slow creation is under way (*measurer), three
+ * processes make their contexts with the guess (1 GiB each); once all
+ * hold one, each runs then(i) and exits with what it returns. Returns with
+ * the measurement still under way and the three running then(). */
+static void guess_holders(pid_t *measurer, pid_t kids[3], int (*then)(int i))
 {
     fresh("4g");
-    pid_t a = starter(-1, -1, -1, "2000"); /* the measurer: a slow creation */
+    *measurer = starter(-1, -1, -1, "2000");
     WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
     int ready[2], go[2];
     CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipes");
-    pid_t kids[3];
     for (int i = 0; i < 3; i++) {
         fflush(stdout);
         kids[i] = fork();
@@ -345,8 +344,7 @@ static void allocate_before_published(void)
             char c = 'r';
             CHECK(write(ready[1], &c, 1) == 1, "ready");
             CHECK(read(go[0], &c, 1) == 0, "all hold their guess");
-            CUdeviceptr p;
-            _exit(cuMemAlloc_v2(&p, 448 * MiB) == CUDA_SUCCESS ? 0 : 10);
+            _exit(then(i));
         }
     }
     close(go[0]);
@@ -355,7 +353,24 @@ static void allocate_before_published(void)
         CHECK(read(ready[0], &c, 1) == 1, "a context");
     }
     CHECK(published() == 0, "not measured yet");
-    close(go[1]); /* the limit is full of guesses: allocate */
+    close(go[1]);
+}
+
+static int allocate_448(int i)
+{
+    (void)i;
+    CUdeviceptr p;
+    return cuMemAlloc_v2(&p, 448 * MiB) == CUDA_SUCCESS ? 0 : 10;
+}
+
+/* Processes that create while another measures hold the guess; their
+ * first allocation, made before the size is published and refused for
+ * the guesses' sake, waits for the measurement instead (the driver never
+ * holds more than the limit meanwhile). */
+static void allocate_before_published(void)
+{
+    pid_t a, kids[3];
+    guess_holders(&a, kids, allocate_448); /* the limit is full of guesses */
     int granted = 0;
     for (int i = 0; i < 3; i++)
         granted += exit_code(kids[i]) == 0;
@@ -369,6 +384,19 @@ static void allocate_before_published(void)
     CHECK(fakegpu_device_peak(0) <= 4 * GiB, "the driver held more than the limit");
 }
 
+/* The first two make no CUDA call (their reconciliation threads give the
+ * guess back); the third allocates 2 GiB, which fits in what 4 contexts
+ * of 256 MiB leave (3 GiB) only once the other two guesses are back. */
+static int two_wait_one_allocates(int i)
+{
+    if (i < 2) {
+        sleep(3);
+        return 0;
+    }
+    CUdeviceptr p;
+    return cuMemAlloc_v2(&p, 2 * GiB) == CUDA_SUCCESS ? 0 : 10;
+}
+
 /* A process whose own guess is settled is refused for the others': two
  * processes made their contexts with the guess and then make no CUDA call
  * (ranks waiting in a barrier: their reconciliation threads give the
@@ -377,42 +405,8 @@ static void allocate_before_published(void)
  * refused (mpi_allreduce_sim refused 256 MiB this way, once in 60 runs). */
 static void allocate_beside_guesses(void)
 {
-    fresh("4g");
-    pid_t a = starter(-1, -1, -1, "2000"); /* the measurer: a slow creation */
-    WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
-    int ready[2], go[2];
-    CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipes");
-    pid_t kids[3];
-    for (int i = 0; i < 3; i++) {
-        fflush(stdout);
-        kids[i] = fork();
-        CHECK(kids[i] >= 0, "fork");
-        if (kids[i] == 0) {
-            alarm(60);
-            close(go[1]);
-            unsetenv("FAKEGPU_CTX_DELAY_MS");
-            CUcontext ctx = fakegpu_context(0); /* with the guess: 1 GiB */
-            (void)ctx;
-            char c = 'r';
-            CHECK(write(ready[1], &c, 1) == 1, "ready");
-            CHECK(read(go[0], &c, 1) == 0, "all hold their guess");
-            if (i < 2) { /* no CUDA call: the watcher gives it back */
-                sleep(3);
-                _exit(0);
-            }
-            /* 4 contexts of 256 MiB leave 3 GiB; 2 GiB fits once the
-             * other two guesses are back, not before. */
-            CUdeviceptr p;
-            _exit(cuMemAlloc_v2(&p, 2 * GiB) == CUDA_SUCCESS ? 0 : 10);
-        }
-    }
-    close(go[0]);
-    for (int i = 0; i < 3; i++) {
-        char c;
-        CHECK(read(ready[0], &c, 1) == 1, "a context");
-    }
-    CHECK(published() == 0, "not measured yet");
-    close(go[1]); /* allocate while the measurement is under way */
+    pid_t a, kids[3];
+    guess_holders(&a, kids, two_wait_one_allocates);
     int third = exit_code(kids[2]);
     for (int i = 0; i < 2; i++)
         CHECK(exit_code(kids[i]) == 0, "a guess holder");

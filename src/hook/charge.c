@@ -16,8 +16,8 @@
 /* Depth of driver calls made by our hooks on this thread. */
 static __thread int in_driver;
 
-/* Without a fall in the container's usage this long, once the size is
- * known, the guesses are given back (see below). */
+/* Without a fall in the container's usage this long, while no process
+ * measures the size, the guesses are taken as given back (see below). */
 #define OTHERS_SETTLE_NS (50ull * 1000 * 1000)
 
 /* Refused while other processes of the container may still hold contexts

@@ -49,9 +49,8 @@ static int guesses;
 static pid_t guess_pid;
 static uint64_t guess_ns;
 
-/* Fast looks at a pending guess last this long after it was taken: as
- * long as a creation waits for a measurement (ctxcharge.c). */
-#define GUESS_RECENT_NS (10000ull * 1000 * 1000)
+/* Fast looks at a pending guess last CTX_MEASUREMENT_WAIT_NS after it was
+ * taken: as long as a creation waits for a measurement. */
 
 /* With `lock` held. */
 static void guess_clear(struct primary *p)
@@ -80,7 +79,8 @@ bool ctx_guesses_settle(void)
     if (pthread_mutex_trylock(&lock) != 0)
         return true; /* a retain is under way (maybe ours): look later */
     settle_locked();
-    bool recent = guesses > 0 && clock_ns(CLOCK_MONOTONIC) - guess_ns < GUESS_RECENT_NS;
+    bool recent = guesses > 0 &&
+                  clock_ns(CLOCK_MONOTONIC) - guess_ns < CTX_MEASUREMENT_WAIT_NS;
     pthread_mutex_unlock(&lock);
     return recent;
 }
@@ -105,7 +105,7 @@ bool ctx_guesses_wait(int had)
     if (had == 0 || in_retain)
         return false; /* a retain waits its own way (ctxcharge.c) */
     const struct timespec ms = {0, 1000 * 1000};
-    uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + GUESS_RECENT_NS;
+    uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + CTX_MEASUREMENT_WAIT_NS;
     for (;;) {
         pthread_mutex_lock(&lock); /* held briefly, never across a wait */
         settle_locked();

@@ -38,11 +38,6 @@ static uint64_t assumed_size(struct vgpu_region *r, int dev)
     return limit > 0 && bytes > limit ? limit : bytes;
 }
 
-/* CTX_MEASUREMENT_WAIT_NS bounds waiting for other processes'
- * measurement and shrinking: a context takes 0.1-0.5 s to create on an
- * H100, and the driver serializes creations (32 processes starting
- * together took 7 s in all). */
-
 static uint64_t known_size(uint64_t known)
 {
     return known == MEASURED_ZERO ? 0 : known;
