@@ -8,6 +8,8 @@
  * 256 MiB here; reconciliation (which reads NVML too) is kept out of the
  * way with a long VGPU_RECONCILE_MS. Each process has an alarm: a hang
  * fails the test. */
+#include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -418,6 +420,75 @@ static void allocate_beside_guesses(void)
     CHECK(fakegpu_device_peak(0) <= 4 * GiB, "the driver held more than the limit");
 }
 
+/* The test's fork handler, registered before vgpu's, so that it runs
+ * after them in a fork's prepare stage: with vgpu's reconciliation lock
+ * held, the forking thread sleeps 2 s. */
+static void slow_prepare(void) { usleep(2000 * 1000); }
+
+static int threads(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL, "/proc/self/task");
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static int threads_before; /* the process's, before fork_slowly's */
+
+/* Once this process's reconciliation thread runs: a fork, which holds
+ * vgpu's reconciliation lock through its slow prepare stage. */
+static void *fork_slowly(void *unused)
+{
+    (void)unused;
+    WAIT_UNTIL(threads() == threads_before + 2); /* this one, the watcher */
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0)
+        _exit(0);
+    CHECK(waitpid(pid, NULL, 0) == pid, "wait");
+    return NULL;
+}
+
+/* A context made with the guess wakes its process's reconciliation
+ * thread, which gives the guess back once the size is published (ranks
+ * in a barrier make no other CUDA call). Here the wake comes while
+ * another thread of the process holds the reconciliation lock (a fork;
+ * a charge that reads NVML does too): the guess still comes back
+ * promptly, not at the thread's next round (VGPU_RECONCILE_MS x 5, 500 s
+ * here; the alarm fails the test first). */
+static void wake_while_locked(void)
+{
+    fresh("8g");
+    pid_t a = starter(-1, -1, -1, "2000");
+    WAIT_UNTIL(fakegpu_nvml_process_lists() == 1);
+    fflush(stdout);
+    pid_t kid = fork();
+    CHECK(kid >= 0, "fork");
+    if (kid == 0) {
+        alarm(30); /* the guess held till the next round: killed */
+        CHECK(pthread_atfork(slow_prepare, NULL, NULL) == 0, "atfork");
+        setenv("FAKEGPU_CTX_DELAY_MS", "1000", 1); /* the wake at 1 s */
+        CU_OK(cuInit(0));
+        threads_before = threads();
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, fork_slowly, NULL) == 0, "thread");
+        CUcontext ctx;
+        CU_OK(cuDevicePrimaryCtxRetain(&ctx, 0)); /* with the guess: 1 GiB */
+        uint64_t woke = now_ms();
+        CHECK(pthread_join(t, NULL) == 0, "join");
+        WAIT_UNTIL(published() != 0 && counted() == 2 * CTX);
+        printf("  a wake while the reconciliation lock was held: the guess "
+               "back %llu ms after it\n", (unsigned long long)(now_ms() - woke));
+        _exit(0);
+    }
+    CHECK(exit_code(kid) == 0, "the guess holder");
+    CHECK(exit_code(a) == 0, "the measurer");
+}
+
 /* Each scenario its own simulated machine and region file, so that two
  * ctest entries of this program may run at once. */
 static void own_files(const char *scenario)
@@ -456,6 +527,7 @@ int main(int argc, char **argv)
                      {"tight", together_tight, false},
                      {"alloc", allocate_before_published, false},
                      {"beside", allocate_beside_guesses, false},
+                     {"wake", wake_while_locked, false},
                      {"late", late_starters, false},
                      {"stalemark", stale_mark, false},
                      {"killed", killed_measurer, false},

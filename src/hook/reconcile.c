@@ -112,17 +112,20 @@ static bool pay(struct vgpu_region *r, int dev)
     return true;
 }
 
-/* The watcher's early wake-up (reconcile_wake), guarded by `lock`; the
- * condition variable waits on CLOCK_MONOTONIC. A fork child makes it
- * anew (the parent's watcher, its waiter, does not exist there). */
+/* The watcher's early wake-up (reconcile_wake). Its own mutex, held only
+ * to set or test `woken` (never across a reading of NVML, as `lock` is:
+ * a waker that found `lock` taken could not wake a watcher asleep in its
+ * round's wait, and the guess it is about stayed held a round, 500 ms by
+ * default). Lock order: `lock`, then `wake_lock`. The condition variable
+ * waits on CLOCK_MONOTONIC; a fork child makes it anew (the parent's
+ * watcher, its waiter, does not exist there). */
+static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake;
+static bool wake_made; /* `wake` is initialized */
 static bool woken;
-/* Set without the lock by a waker that found it taken (the watcher is
- * mid-round: reading NVML may take long, and a waker is on a context
- * creation's path). The watcher looks at it before it waits (relaxed: a
- * flag; the guesses it is about are read under their own lock). */
-static int wake_later;
 
+/* With `wake_lock` held. A wake before it (a context charged at the
+ * guess before the first charge started a watcher) stays in `woken`. */
 static void wake_init(void)
 {
     pthread_condattr_t attr;
@@ -130,20 +133,20 @@ static void wake_init(void)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&wake, &attr);
     pthread_condattr_destroy(&attr);
-    woken = false;
+    wake_made = true;
 }
 
-/* With `lock` held: until woken, stopping, or ns have passed. */
+/* Without `lock`: until woken or ns have passed. */
 static void wait_ns(uint64_t ns)
 {
     uint64_t until = clock_ns(CLOCK_MONOTONIC) + ns;
     struct timespec ts = {(time_t)(until / 1000000000ull),
                           (long)(until % 1000000000ull)};
-    while (!woken && !stopping && !atomic_load_n(&wake_later, RELAXED) &&
-           clock_ns(CLOCK_MONOTONIC) < until)
-        pthread_cond_timedwait(&wake, &lock, &ts);
+    pthread_mutex_lock(&wake_lock);
+    while (!woken && clock_ns(CLOCK_MONOTONIC) < until)
+        pthread_cond_timedwait(&wake, &wake_lock, &ts);
     woken = false;
-    atomic_store_n(&wake_later, 0, RELAXED); /* a flag, see above */
+    pthread_mutex_unlock(&wake_lock);
 }
 
 /* At rest no charge comes to reconcile: a thread of this process does it
@@ -160,12 +163,10 @@ static void *watch(void *started)
         period = 10000000ull; /* at most 100 times a second */
     uint64_t due = clock_ns(CLOCK_MONOTONIC) + period;
     bool soon = false;
-    pthread_mutex_lock(&lock);
     for (;;) {
         uint64_t now = clock_ns(CLOCK_MONOTONIC);
         uint64_t until = due > now ? due - now : 0;
         wait_ns(soon && until > 10000000ull ? 10000000ull : until);
-        pthread_mutex_unlock(&lock);
         struct vgpu_region *r = account_region();
         pthread_mutex_lock(&lock);
         if (stopping) {
@@ -175,40 +176,46 @@ static void *watch(void *started)
         own_state();
         soon = ctx_guesses_settle();
         now = clock_ns(CLOCK_MONOTONIC);
-        if (now < due)
-            continue; /* woken for the guesses only: NVML is not read */
-        due = now + period;
-        for (int d = 0; r != NULL && d < VGPU_MAX_DEVICES; d++)
-            if (next_ns[d] != 0 && vgpu_region_limit(r, d) > 0) {
-                reconcile(r, d, false);
-                pay(r, d);
-            }
+        if (now >= due) { /* else woken for the guesses only: no NVML */
+            due = now + period;
+            for (int d = 0; r != NULL && d < VGPU_MAX_DEVICES; d++)
+                if (next_ns[d] != 0 && vgpu_region_limit(r, d) > 0) {
+                    reconcile(r, d, false);
+                    pay(r, d);
+                }
+        }
+        pthread_mutex_unlock(&lock);
     }
     return NULL;
 }
 
+/* Mid-round, the watcher sees it before its next wait. */
 void reconcile_wake(void)
 {
-    if (pthread_mutex_trylock(&lock) != 0) {
-        /* Mid-round: seen before its next wait. (Set just as it begins
-         * that wait, it is seen at the next round: 10 ms while a guess is
-         * pending and recent, else five intervals.) */
-        atomic_store_n(&wake_later, 1, RELAXED); /* a flag, see above */
-        return;
-    }
-    if (watcher_of == getpid()) { /* started: wake is made */
-        woken = true;
+    pthread_mutex_lock(&wake_lock);
+    woken = true;
+    if (wake_made) /* else no watcher yet: it looks at its first wait */
         pthread_cond_signal(&wake);
-    }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&wake_lock);
 }
 
-static void before_fork(void) { pthread_mutex_lock(&lock); }
-static void after_fork(void) { pthread_mutex_unlock(&lock); }
+static void before_fork(void)
+{
+    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&wake_lock);
+}
+
+static void after_fork(void)
+{
+    pthread_mutex_unlock(&wake_lock);
+    pthread_mutex_unlock(&lock);
+}
 
 static void after_fork_child(void)
 {
     wake_init();
+    woken = false; /* the parent's wake-ups are for the parent's guesses */
+    pthread_mutex_unlock(&wake_lock);
     pthread_mutex_unlock(&lock);
 }
 
@@ -224,7 +231,9 @@ static void stop_watcher(void)
 
 static void register_fork_handlers(void)
 {
+    pthread_mutex_lock(&wake_lock);
     wake_init();
+    pthread_mutex_unlock(&wake_lock);
     pthread_atfork(before_fork, after_fork, after_fork_child);
     atexit(stop_watcher);
 }
