@@ -425,25 +425,33 @@ static void allocate_beside_guesses(void)
  * held, the forking thread sleeps 2 s. */
 static void slow_prepare(void) { usleep(2000 * 1000); }
 
-static int threads(void)
+/* Is this process's reconciliation thread running (by its name)? */
+static bool reconcile_thread_runs(void)
 {
-    int n = 0;
+    bool found = false;
     DIR *d = opendir("/proc/self/task");
     CHECK(d != NULL, "/proc/self/task");
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
+    for (struct dirent *e; !found && (e = readdir(d)) != NULL;) {
+        char path[300], name[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = e->d_name[0] != '.' ? fopen(path, "r") : NULL;
+        if (f != NULL) {
+            found = fgets(name, sizeof name, f) != NULL &&
+                    strcmp(name, "vgpu-reconcile\n") == 0;
+            fclose(f);
+        }
+    }
     closedir(d);
-    return n;
+    return found;
 }
 
-static int threads_before; /* the process's, before fork_slowly's */
-
-/* Once this process's reconciliation thread runs: a fork, which holds
- * vgpu's reconciliation lock through its slow prepare stage. */
+/* Once this process's reconciliation thread runs (its fork handlers are
+ * registered then): a fork, which holds vgpu's reconciliation lock through
+ * its slow prepare stage. */
 static void *fork_slowly(void *unused)
 {
     (void)unused;
-    WAIT_UNTIL(threads() == threads_before + 2); /* this one, the watcher */
+    WAIT_UNTIL(reconcile_thread_runs());
     fflush(stdout);
     pid_t pid = fork();
     CHECK(pid >= 0, "fork");
@@ -473,7 +481,6 @@ static void wake_while_locked(void)
         CHECK(pthread_atfork(slow_prepare, NULL, NULL) == 0, "atfork");
         setenv("FAKEGPU_CTX_DELAY_MS", "1000", 1); /* the wake at 1 s */
         CU_OK(cuInit(0));
-        threads_before = threads();
         pthread_t t;
         CHECK(pthread_create(&t, NULL, fork_slowly, NULL) == 0, "thread");
         CUcontext ctx;
@@ -483,6 +490,7 @@ static void wake_while_locked(void)
         WAIT_UNTIL(published() != 0 && counted() == 2 * CTX);
         printf("  a wake while the reconciliation lock was held: the guess "
                "back %llu ms after it\n", (unsigned long long)(now_ms() - woke));
+        fflush(stdout);
         _exit(0);
     }
     CHECK(exit_code(kid) == 0, "the guess holder");

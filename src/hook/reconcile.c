@@ -1,4 +1,5 @@
 /* The reconciliation: see reconcile.h. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "hook/reconcile.h"
 
 #include <pthread.h>
@@ -113,18 +114,19 @@ static bool pay(struct vgpu_region *r, int dev)
 }
 
 /* The watcher's early wake-up (reconcile_wake). Its own mutex, held only
- * to set or test `woken` (never across a reading of NVML, as `lock` is:
- * a waker that found `lock` taken could not wake a watcher asleep in its
- * round's wait, and the guess it is about stayed held a round, 500 ms by
- * default). Lock order: `lock`, then `wake_lock`. The condition variable
- * waits on CLOCK_MONOTONIC; a fork child makes it anew (the parent's
- * watcher, its waiter, does not exist there). */
+ * to set or test `woken` (never across a reading of NVML or a fork, as
+ * `lock` is: a waker that found `lock` taken could not wake a watcher
+ * asleep in its round's wait, and the guess it is about stayed held a
+ * round, 500 ms by default). Lock order: `lock`, then `wake_lock`. The
+ * condition variable waits on CLOCK_MONOTONIC. A fork child makes both
+ * anew: the parent's watcher (their waiter, which may have held the mutex
+ * at the fork) does not exist there. */
 static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake;
 static bool wake_made; /* `wake` is initialized */
 static bool woken;
 
-/* With `wake_lock` held. A wake before it (a context charged at the
+/* With `wake_lock` held, or in a fork child (one thread). A wake before it (a context charged at the
  * guess before the first charge started a watcher) stays in `woken`. */
 static void wake_init(void)
 {
@@ -154,9 +156,10 @@ static void wait_ns(uint64_t ns)
  * are the application's). It only reads NVML and the region. It also
  * brings contexts charged at the guess to the measured size: every 10 ms
  * while one is pending and recent, as other processes may be waiting for
- * that room. */
+ * that room. Named "vgpu-reconcile" (top -H, /proc/PID/task/TID/comm). */
 static void *watch(void *started)
 {
+    pthread_setname_np(pthread_self(), "vgpu-reconcile");
     sem_post(started); /* see start_watcher */
     uint64_t period = interval_ns() * 5;
     if (period < 10000000ull)
@@ -189,7 +192,7 @@ static void *watch(void *started)
     return NULL;
 }
 
-/* Mid-round, the watcher sees it before its next wait. */
+/* Mid-round, the watcher's next wait returns at once. */
 void reconcile_wake(void)
 {
     pthread_mutex_lock(&wake_lock);
@@ -199,23 +202,14 @@ void reconcile_wake(void)
     pthread_mutex_unlock(&wake_lock);
 }
 
-static void before_fork(void)
-{
-    pthread_mutex_lock(&lock);
-    pthread_mutex_lock(&wake_lock);
-}
-
-static void after_fork(void)
-{
-    pthread_mutex_unlock(&wake_lock);
-    pthread_mutex_unlock(&lock);
-}
+static void before_fork(void) { pthread_mutex_lock(&lock); }
+static void after_fork(void) { pthread_mutex_unlock(&lock); }
 
 static void after_fork_child(void)
 {
+    pthread_mutex_init(&wake_lock, NULL);
     wake_init();
     woken = false; /* the parent's wake-ups are for the parent's guesses */
-    pthread_mutex_unlock(&wake_lock);
     pthread_mutex_unlock(&lock);
 }
 
