@@ -14,7 +14,8 @@
 # cap % of its solo work while busy at most cap % of the time.
 # HAMi-core in the same table when HAMI_LIB=/path/to/its/libvgpu.so is set.
 # PAIR_RESUME_MS="2 8 32" adds the two containers together once at each of
-# those resume levels (VGPU_SM_RESUME_MS), two plain processes together, and
+# those resume levels (VGPU_SM_RESUME_MS; PAIR_RESUME_ROUNDS=3: three times,
+# the levels interleaved), two plain processes together, and
 # a 30 % container beside a process without vgpu: what switching between
 # contexts costs, what longer stretches give back, and whether the GPU has
 # the room a 70 % neighbour is charged for.
@@ -135,12 +136,14 @@ if [ -n "${PAIR_RESUME_MS:-}" ]; then
     start "$LIB" 70 "$RES/trace-b.cache" "$RES/tracepair-long-70.out" long; b=$!
     wait $a; wait $b
     TRACE=
-    for ms in $PAIR_RESUME_MS; do
-        rm -f "$RES"/resume$ms-*.cache
-        RESUME=$ms
-        start "$LIB" 30 "$RES/resume$ms-a.cache" "$RES/resume$ms-long-30.out" long; a=$!
-        start "$LIB" 70 "$RES/resume$ms-b.cache" "$RES/resume$ms-long-70.out" long; b=$!
-        wait $a; wait $b
+    for round in $(seq "${PAIR_RESUME_ROUNDS:-1}"); do # levels interleaved
+        for ms in $PAIR_RESUME_MS; do
+            rm -f "$RES"/resume$ms-r$round-*.cache
+            RESUME=$ms
+            start "$LIB" 30 "$RES/resume$ms-r$round-a.cache" "$RES/resume$ms-r$round-long-30.out" long; a=$!
+            start "$LIB" 70 "$RES/resume$ms-r$round-b.cache" "$RES/resume$ms-r$round-long-70.out" long; b=$!
+            wait $a; wait $b
+        done
     done
     RESUME=
 fi
@@ -274,12 +277,13 @@ def measurements(path):
 for name in ("tracealone-long-70", "tracepair-long-70", "tracepair-long-30"):
     measurements(f"{res}/{name}.out")
 def level(path):
-    ms = os.path.basename(path)[6:].split("-")[0]
-    return (0, int(ms), "") if ms.isdigit() else (1, 0, ms)
-for path in sorted(glob.glob(f"{res}/resume*-long-30.out"), key=level):
-    ms = os.path.basename(path)[6:].split("-")[0]
-    together("resume-" + ms, [(path, 30), (path.replace("-30.out", "-70.out"), 70)],
-             "together, VGPU_SM_RESUME_MS=" + ms)
+    """resume<ms>-r<round>-long-30.out -> (ms, round)"""
+    ms, rnd = os.path.basename(path)[6:].split("-")[:2]
+    return (int(ms) if ms.isdigit() else -1, int(rnd[1:]) if rnd[1:].isdigit() else 0)
+for path in sorted(glob.glob(f"{res}/resume*-r*-long-30.out"), key=level):
+    ms, rnd = level(path)
+    together("resume-%d" % ms, [(path, 30), (path.replace("-30.out", "-70.out"), 70)],
+             "together, VGPU_SM_RESUME_MS=%d, round %d" % (ms, rnd))
 r1 = val(f"{res}/shared1-long-40.out", "work_per_s")
 r2 = val(f"{res}/shared2-long-40.out", "work_per_s")
 row("vgpu-2proc", "long", 40, (r1 + r2) if r1 and r2 else None, "two processes, one cap")
