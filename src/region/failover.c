@@ -411,6 +411,7 @@ static void install_atfork(void) { pthread_atfork(before_fork, after_fork, after
 
 static void *watch(void *started)
 {
+    pthread_setname_np(pthread_self(), "vgpu-region"); /* top -H */
     sem_post(started); /* see start_watcher */
     for (;;) {
         struct timespec ts = {CHECK_MS / 1000, (CHECK_MS % 1000) * 1000000L};
