@@ -126,8 +126,9 @@ static pthread_cond_t wake;
 static bool wake_made; /* `wake` is initialized */
 static bool woken;
 
-/* With `wake_lock` held, or in a fork child (one thread). A wake before it (a context charged at the
- * guess before the first charge started a watcher) stays in `woken`. */
+/* With `wake_lock` held, or in a fork child (one thread). A wake before
+ * it (a context charged at the guess before the first charge started a
+ * watcher) stays in `woken`. */
 static void wake_init(void)
 {
     pthread_condattr_t attr;
