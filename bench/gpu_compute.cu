@@ -113,8 +113,8 @@ int main(int argc, char **argv)
          * fills: what the hook adds to each launch. */
         long n = atol(argv[2]);
         double gap = atof(argv[3]) * 1e-6, inside = 0;
-        double *each = (double *)malloc(sizeof(double) * (n > 0 ? n : 1));
-        if (n <= 0 || each == NULL)
+        double *each = n > 0 ? (double *)malloc(sizeof(double) * n) : NULL;
+        if (each == NULL)
             return 2;
         empty<<<1, 1>>>();
         CHECK(cudaDeviceSynchronize());

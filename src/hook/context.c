@@ -49,9 +49,6 @@ static int guesses;
 static pid_t guess_pid;
 static uint64_t guess_ns;
 
-/* Fast looks at a pending guess last CTX_MEASUREMENT_WAIT_NS after it was
- * taken: as long as a creation waits for a measurement. */
-
 /* With `lock` held. */
 static void guess_clear(struct primary *p)
 {
@@ -79,6 +76,8 @@ bool ctx_guesses_settle(void)
     if (pthread_mutex_trylock(&lock) != 0)
         return true; /* a retain is under way (maybe ours): look later */
     settle_locked();
+    /* Fast looks at a pending guess last as long as a creation waits for a
+     * measurement after the guess was taken. */
     bool recent = guesses > 0 &&
                   clock_ns(CLOCK_MONOTONIC) - guess_ns < CTX_MEASUREMENT_WAIT_NS;
     pthread_mutex_unlock(&lock);
