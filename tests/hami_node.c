@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 
 #include "fakegpu_util.h"
+#include "hami_offsets.h"
 
 #define SKIP 77
 #define MiB (1ull << 20)
@@ -42,28 +43,15 @@
 
 /* ---- The monitor's reader ---------------------------------------------- */
 
-/* HAMi v1 shared_region offsets (Go layout: uint64 aligned to 8). */
-#define OFF_MAGIC 0
-#define OFF_MAJOR 4
-#define OFF_NUM 56
-#define OFF_UUIDS 64
-#define UUID_LEN 96
-#define OFF_LIMIT 1600
-#define OFF_PROCS 1856
-#define SLOT_SIZE 1960
-#define SLOT_PID 0
-#define SLOT_HOSTPID 4
-#define SLOT_USED 8 /* [16] x 64: context, module, buffer, offset, total */
-#define SLOT_STATUS 1928
-#define OFF_PROCNUM 2008896
-#define OFF_RECENT_KERNEL 2008904
-#define OFF_PRIORITY 2008908
 #define HEADER_SIZE 12
-#define V0_MIN_SIZE 1197897
-#define V1_MIN_SIZE 2008952
-#define MAGIC 19920718
 
-enum part { CONTEXT = 0, MODULE = 8, BUFFER = 16, TOTAL = 32 };
+/* A slot's parts per device, as the monitor names them. */
+enum part {
+    CONTEXT = USED_CONTEXT,
+    MODULE = USED_MODULE,
+    BUFFER = USED_DATA,
+    TOTAL = USED_TOTAL
+};
 
 struct monitor {
     unsigned char *data;
@@ -151,18 +139,18 @@ static bool monitor_load(const char *dir, struct monitor *m, const char **why)
     close(fd);
     CHECK(m->data != MAP_FAILED, "mmap");
     *why = "magic flag not matched";
-    if (rd32(m, OFF_MAGIC) != MAGIC)
+    if (rd32(m, OFF_MAGIC) != HAMI_MAGIC_VALUE)
         return false;
     *why = "cast as v0 (HAMi-core's old layout), not v1";
-    if (m->size >= V0_MIN_SIZE && m->size < V1_MIN_SIZE)
+    if (m->size >= HAMI_V0_SIZE && m->size < HAMI_V1_SIZE)
         return false;
     *why = "unknown cache file size or version";
-    return rd32(m, OFF_MAJOR) == 1 && m->size >= V1_MIN_SIZE;
+    return rd32(m, OFF_MAJOR) == 1 && m->size >= HAMI_V1_SIZE;
 }
 
 static int device_num(const struct monitor *m)
 {
-    uint64_t n = rd64(m, OFF_NUM);
+    uint64_t n = rd64(m, OFF_DEVICE_NUM);
     return n < 16 ? (int)n : 16;
 }
 
@@ -183,7 +171,7 @@ static uint64_t device_sum(const struct monitor *m, int dev, enum part p)
     uint64_t v = 0;
     for (int i = 0; i < procnum(m); i++)
         if (rd32(m, slot_at(i) + SLOT_STATUS) != 0)
-            v += rd64(m, slot_at(i) + SLOT_USED + (size_t)dev * 64 + p);
+            v += rd64(m, slot_at(i) + SLOT_USED + (size_t)dev * SLOT_USED_SIZE + p);
     return v;
 }
 

@@ -1,33 +1,13 @@
 /* The fields HAMi's node monitor reads and writes, checked in the file's
  * bytes at the offsets its Go reader (pkg/monitor/nvidia/v1) computes:
- * literal numbers here, independent of our struct definitions. */
+ * literal numbers (hami_offsets.h), independent of our struct definitions. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "hami_offsets.h"
 #include "testutil.h"
 #include "vgpu/region.h"
-
-#define OFF_MAGIC 0
-#define OFF_MAJOR 4
-#define OFF_MINOR 8
-#define OFF_DEVICE_NUM 56
-#define OFF_UUIDS 64
-#define OFF_LIMIT 1600
-#define OFF_SM_LIMIT 1728
-#define OFF_PROCS 1856
-#define SLOT_SIZE 1960
-#define SLOT_USED 8          /* used[16] of 64 bytes each */
-#define SLOT_STATUS 1928
-#define USED_CONTEXT 0
-#define USED_MODULE 8
-#define USED_DATA 16
-#define USED_TOTAL 32
-#define OFF_PROCNUM 2008896
-#define OFF_UTIL_SWITCH 2008900
-#define OFF_RECENT_KERNEL 2008904
-#define OFF_PRIORITY 2008908
-#define HAMI_V1_SIZE 2008952
 
 static int fd;
 
@@ -62,22 +42,22 @@ int main(void)
     CHECK(vgpu_region_try_charge(r, 2, 24, VGPU_CHARGE_CONTEXT), "context");
     CHECK(vgpu_region_try_charge(r, 2, 8, VGPU_CHARGE_MODULE), "module");
     int slot = vgpu_region_slot(r);
-    off_t used2 = OFF_PROCS + (off_t)slot * SLOT_SIZE + SLOT_USED + 2 * 64;
+    off_t used2 = OFF_PROCS + (off_t)slot * SLOT_SIZE + SLOT_USED + 2 * SLOT_USED_SIZE;
 
     fd = open(path, O_RDWR);
     CHECK(fd >= 0, "open");
     struct stat st;
     CHECK(fstat(fd, &st) == 0, "stat");
-    CHECK(st.st_size >= HAMI_V1_SIZE && st.st_size != 1197897,
+    CHECK(st.st_size >= HAMI_V1_SIZE && st.st_size != HAMI_V0_SIZE,
           "size %lld must hold the v1 struct and not look like v0",
           (long long)st.st_size);
-    CHECK(i32_at(OFF_MAGIC) == 19920718, "magic");
+    CHECK(i32_at(OFF_MAGIC) == HAMI_MAGIC_VALUE, "magic");
     CHECK(i32_at(OFF_MAJOR) == 1 && i32_at(OFF_MINOR) <= 1,
           "major 1, minor <= 1 selects the monitor's base v1 reader");
     CHECK(u64_at(OFF_DEVICE_NUM) == 4, "device_num");
     CHECK(u64_at(OFF_LIMIT + 2 * 8) == 3ull << 30, "limit[2]");
     char uuid[96];
-    CHECK(pread(fd, uuid, sizeof uuid, OFF_UUIDS + 2 * 96) == 96, "uuid");
+    CHECK(pread(fd, uuid, sizeof uuid, OFF_UUIDS + 2 * UUID_LEN) == 96, "uuid");
     CHECK(strcmp(uuid, "GPU-12345678-abcd-ef01-2345-6789abcdef01") == 0, "uuid[2]");
     CHECK(i32_at(OFF_PROCNUM) > slot, "procnum covers the slot");
     CHECK(i32_at(OFF_PROCS + (off_t)slot * SLOT_SIZE) == getpid(), "slot pid");

@@ -12,16 +12,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "hami_offsets.h"
 #include "testutil.h"
 #include "vgpu/region.h"
 
-#define OFF_PROCS 1856
-#define SLOT_SIZE 1960
-#define SLOT_HOSTPID 4
-#define SLOT_USED 8
-#define SLOT_STATUS 1928
-#define OFF_PROCNUM 2008896
-#define HAMI_V1_SIZE 2008952
 
 static const char *const modes[] = {"default", "legacy", "timeouts",
                                     "per-process", "rwlock", "atomics",
