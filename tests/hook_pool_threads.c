@@ -61,7 +61,10 @@ int main(void)
           (unsigned long long)region_used(0),
           (unsigned long long)fakegpu_process_used(0));
     CU_OK(cuMemPoolTrimTo(pool, 0));
-    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0,
+          "all returned: region %llu, driver %llu",
+          (unsigned long long)region_used(0),
+          (unsigned long long)fakegpu_process_used(0));
     printf("hook_pool_threads: ok\n");
     return 0;
 }

@@ -162,6 +162,12 @@ bool vgpu_region_context_measuring(struct vgpu_region *r, int dev);
 /* Bytes this process has charged on dev (its slot's total). */
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev);
 
+/* A count that grows at every charge and uncharge of this process on dev.
+ * Read before process_used and again after a reading of NVML: equal, no
+ * charge of this process moved in between (equal totals cannot say so: a
+ * charge and its uncharge cancel). */
+uint64_t vgpu_region_process_moves(const struct vgpu_region *r, int dev);
+
 /* This process's pid as the host sees it; 0 when it cannot be known. */
 int32_t vgpu_host_pid(void);
 

@@ -19,20 +19,26 @@ static bool device_ok(int dev)
 }
 
 /* This process's own charges (process memory): what a move to or from a
- * local region carries (failover.c). Relaxed: counters, publishing nothing;
- * a move reads them with the gate closed. Never below zero. */
+ * local region carries (failover.c; a move reads them with the gate
+ * closed), and what the hooks compare with NVML. Never below zero. Each
+ * move first raises own_moves[dev] (relaxed), then changes the bytes with
+ * release: a reader that sees the bytes (acquire) sees the move counted
+ * (vgpu_region_process_moves). */
 static void own_add(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
-    atomic_add(&r->own[dev][kind], bytes, RELAXED);
+    atomic_add(&r->own_moves[dev], 1, RELAXED); /* ordered by the release below */
+    atomic_add(&r->own[dev][kind], bytes, RELEASE); /* publishes the move above */
 }
 
 static void own_sub(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
     uint64_t *c = &r->own[dev][kind];
+    atomic_add(&r->own_moves[dev], 1, RELAXED); /* ordered by the release below */
     uint64_t cur = atomic_load_n(c, RELAXED);
-    while (!atomic_cas(c, &cur, cur > bytes ? cur - bytes : 0, RELAXED, RELAXED))
+    /* Release: publishes the move above (as own_add). */
+    while (!atomic_cas(c, &cur, cur > bytes ? cur - bytes : 0, RELEASE, RELAXED))
         ;
 }
 
@@ -127,14 +133,22 @@ uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
 {
     dev = region_index(r, dev); /* the process's number -> the region's */
-    /* Relaxed: our own counters and slot; any recent value. */
+    /* Relaxed: our own slot; any recent value. */
     if (r == NULL || r->base == NULL || atomic_load_n(&r->slot, RELAXED) < 0 ||
         dev < 0 || dev >= VGPU_MAX_DEVICES)
         return 0;
     uint64_t sum = 0;
     for (int k = 0; k < 3; k++)
-        sum += atomic_load_n(&r->own[dev][k], RELAXED);
+        sum += atomic_load_n(&r->own[dev][k], ACQUIRE); /* the moves before them */
     return sum;
+}
+
+uint64_t vgpu_region_process_moves(const struct vgpu_region *r, int dev)
+{
+    dev = region_index(r, dev);
+    if (r == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return 0;
+    return atomic_load_n(&r->own_moves[dev], RELAXED); /* a count (see own_add) */
 }
 
 int32_t vgpu_host_pid(void)
