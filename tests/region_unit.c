@@ -118,6 +118,31 @@ static void test_charge(const char *path)
     vgpu_region_detach(view);
 }
 
+/* A mark of the process's charges says whether any moved since, also
+ * when a charge and its uncharge leave the total where it was. */
+static void test_process_mark(const char *path)
+{
+    struct vgpu_region *r = attach(path, 100 * MiB);
+    CHECK(r != NULL, "attach");
+    struct vgpu_process_mark m;
+    vgpu_region_process_mark(r, 0, &m);
+    CHECK(vgpu_region_process_unmoved(r, 0, &m), "nothing moved");
+    CHECK(vgpu_region_try_charge(r, 0, MiB, VGPU_CHARGE_DATA), "charge");
+    CHECK(!vgpu_region_process_unmoved(r, 0, &m), "a charge moved");
+    vgpu_region_uncharge(r, 0, MiB, VGPU_CHARGE_DATA);
+    CHECK(vgpu_region_process_used(r, 0) == m.used, "the total is back");
+    CHECK(!vgpu_region_process_unmoved(r, 0, &m), "a charge and its uncharge moved");
+    vgpu_region_process_mark(r, 0, &m);
+    CHECK(vgpu_region_try_charge(r, 1, MiB, VGPU_CHARGE_DATA), "device 1");
+    CHECK(vgpu_region_process_unmoved(r, 0, &m), "device 1's charge is not 0's");
+    vgpu_region_uncharge(r, 1, MiB, VGPU_CHARGE_DATA);
+    CHECK(vgpu_region_try_charge(r, 0, MiB, VGPU_CHARGE_DATA), "charge");
+    vgpu_region_process_mark(r, 0, &m);
+    vgpu_region_uncharge(r, 0, MiB, VGPU_CHARGE_DATA);
+    CHECK(!vgpu_region_process_unmoved(r, 0, &m), "an uncharge moved");
+    vgpu_region_detach(r);
+}
+
 static void test_limits_disagree(const char *path)
 {
     /* The first process's limits are in the file; a later one asking for
@@ -137,6 +162,8 @@ int main(void)
     test_parse_size();
     test_env_limits();
     test_charge(path);
+    unlink(path);
+    test_process_mark(path);
     unlink(path);
     test_limits_disagree(path);
     unlink(path);

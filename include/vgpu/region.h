@@ -162,11 +162,17 @@ bool vgpu_region_context_measuring(struct vgpu_region *r, int dev);
 /* Bytes this process has charged on dev (its slot's total). */
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev);
 
-/* A count that grows at every charge and uncharge of this process on dev.
- * Read before process_used and again after a reading of NVML: equal, no
- * charge of this process moved in between (equal totals cannot say so: a
- * charge and its uncharge cancel). */
-uint64_t vgpu_region_process_moves(const struct vgpu_region *r, int dev);
+/* This process's charges on dev at one point: marked before a reading of
+ * NVML, unmoved after it says that none of them moved in between (the
+ * total alone cannot say so: a charge and its uncharge cancel). */
+struct vgpu_process_mark {
+    uint64_t charges; /* how many charges were made */
+    uint64_t used;    /* process_used */
+};
+void vgpu_region_process_mark(const struct vgpu_region *r, int dev,
+                              struct vgpu_process_mark *m);
+bool vgpu_region_process_unmoved(const struct vgpu_region *r, int dev,
+                                 const struct vgpu_process_mark *m);
 
 /* This process's pid as the host sees it; 0 when it cannot be known. */
 int32_t vgpu_host_pid(void);

@@ -94,7 +94,7 @@ static void claim_or_guess(struct ctx_charge *cc, struct vgpu_region *r, int dev
     cc->guess = cc->claim == 0;
     if (cc->guess)
         return;
-    cc->moves = vgpu_region_process_moves(r, dev);
+    vgpu_region_process_mark(r, dev, &cc->mine);
     cc->measuring = nvml_list_read(dev, &cc->before);
     if (!cc->measuring) {
         vgpu_region_unclaim_context(r, dev, cc->claim); /* the next may */
@@ -133,7 +133,7 @@ static bool measure(struct ctx_charge *cc, uint64_t *bytes)
     int dev = cc->c.dev;
     struct nvml_list after;
     if (!nvml_list_read(dev, &after) ||
-        vgpu_region_process_moves(account_region(), dev) != cc->moves)
+        !vgpu_region_process_unmoved(account_region(), dev, &cc->mine))
         return false;
     uint64_t was = 0, now = 0;
     if (!nvml_self_pid_known() && !nvml_self_learn(&cc->before, &after, 0))

@@ -39,7 +39,7 @@ struct ctx_charge {
     bool measuring;          /* the size is not known: measure this one */
     bool guess;              /* not known, another measures: charged the guess */
     uint64_t claim;          /* our claim on the measurement (0: none) */
-    uint64_t moves;          /* this process's count of charge moves at begin */
+    struct vgpu_process_mark mine; /* this process's charges at begin */
     struct nvml_list before; /* NVML's list before the creation */
 };
 

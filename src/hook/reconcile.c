@@ -78,27 +78,26 @@ static void reconcile(struct vgpu_region *r, int dev, bool learn)
     struct nvml_list l;
     /* Charged before the driver allocates, uncharged after it frees: NVML
      * never shows more than the charges unless one of them moved while it
-     * was read (another thread's alloc and free): then this round is void.
-     * Told by the count of moves, not by the total (a charge and its
-     * uncharge within the reading cancel), and compared with the total
-     * read before it: a free uncharged since would otherwise be charged
-     * as the driver's own memory (hook_reconcile_race). */
-    uint64_t moves = vgpu_region_process_moves(r, dev);
-    uint64_t before = vgpu_region_process_used(r, dev);
-    if (!nvml_list_read(dev, &l) || vgpu_region_process_moves(r, dev) != moves)
+     * was read (another thread's alloc or free): then this round is void.
+     * What it is compared with is the charges marked before the reading:
+     * read after it, a free uncharged since (NVML still showing it) would
+     * be charged as the driver's own memory (hook_reconcile_race). */
+    struct vgpu_process_mark mark;
+    vgpu_region_process_mark(r, dev, &mark);
+    if (!nvml_list_read(dev, &l) || !vgpu_region_process_unmoved(r, dev, &mark))
         return;
     if (!nvml_self_pid_known() && !learn)
         return;
     if (!nvml_self_pid_known()) {
-        learn_pid(r, dev, &l); /* its probe moves: read again */
-        moves = vgpu_region_process_moves(r, dev);
-        if (!nvml_self_pid_known() || vgpu_region_process_used(r, dev) != before ||
-            !nvml_list_read(dev, &l) || vgpu_region_process_moves(r, dev) != moves)
+        learn_pid(r, dev, &l);
+        vgpu_region_process_mark(r, dev, &mark); /* the probe's charge moved */
+        if (!nvml_self_pid_known() || !nvml_list_read(dev, &l) ||
+            !vgpu_region_process_unmoved(r, dev, &mark))
             return;
     }
     uint64_t held = 0;
     nvml_self_used(&l, &held); /* absent: holds nothing */
-    uint64_t counted = before - implicit[dev];
+    uint64_t counted = mark.used - implicit[dev];
     uint64_t target = held > counted ? held - counted : 0;
     if (target < implicit[dev]) {
         vgpu_region_uncharge(r, dev, implicit[dev] - target, VGPU_CHARGE_MODULE);

@@ -20,25 +20,23 @@ static bool device_ok(int dev)
 
 /* This process's own charges (process memory): what a move to or from a
  * local region carries (failover.c; a move reads them with the gate
- * closed), and what the hooks compare with NVML. Never below zero. Each
- * move first raises own_moves[dev] (relaxed), then changes the bytes with
- * release: a reader that sees the bytes (acquire) sees the move counted
- * (vgpu_region_process_moves). */
+ * closed), and what the hooks compare with NVML. Never below zero. A
+ * charge first raises own_charges[dev] (relaxed), then adds its bytes with
+ * release: a reader that sees the bytes (acquire) sees the charge counted
+ * (vgpu_region_process_charges). */
 static void own_add(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
-    atomic_add(&r->own_moves[dev], 1, RELAXED); /* ordered by the release below */
-    atomic_add(&r->own[dev][kind], bytes, RELEASE); /* publishes the move above */
+    atomic_add(&r->own_charges[dev], 1, RELAXED); /* ordered by the release below */
+    atomic_add(&r->own[dev][kind], bytes, RELEASE); /* publishes the count above */
 }
 
 static void own_sub(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
     uint64_t *c = &r->own[dev][kind];
-    atomic_add(&r->own_moves[dev], 1, RELAXED); /* ordered by the release below */
     uint64_t cur = atomic_load_n(c, RELAXED);
-    /* Release: publishes the move above (as own_add). */
-    while (!atomic_cas(c, &cur, cur > bytes ? cur - bytes : 0, RELEASE, RELAXED))
+    while (!atomic_cas(c, &cur, cur > bytes ? cur - bytes : 0, RELAXED, RELAXED))
         ;
 }
 
@@ -139,16 +137,28 @@ uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
         return 0;
     uint64_t sum = 0;
     for (int k = 0; k < 3; k++)
-        sum += atomic_load_n(&r->own[dev][k], ACQUIRE); /* the moves before them */
+        sum += atomic_load_n(&r->own[dev][k], ACQUIRE); /* the counts before them */
     return sum;
 }
 
-uint64_t vgpu_region_process_moves(const struct vgpu_region *r, int dev)
+void vgpu_region_process_mark(const struct vgpu_region *r, int dev,
+                              struct vgpu_process_mark *m)
 {
-    dev = region_index(r, dev);
-    if (r == NULL || dev < 0 || dev >= VGPU_MAX_DEVICES)
-        return 0;
-    return atomic_load_n(&r->own_moves[dev], RELAXED); /* a count (see own_add) */
+    int at = region_index(r, dev);
+    /* The count first, relaxed: the bytes' acquire below then sees every
+     * charge it counts (see own_add). */
+    m->charges = r != NULL && at >= 0 && at < VGPU_MAX_DEVICES
+                     ? atomic_load_n(&r->own_charges[at], RELAXED)
+                     : 0;
+    m->used = vgpu_region_process_used(r, dev);
+}
+
+bool vgpu_region_process_unmoved(const struct vgpu_region *r, int dev,
+                                 const struct vgpu_process_mark *m)
+{
+    struct vgpu_process_mark now;
+    vgpu_region_process_mark(r, dev, &now);
+    return now.charges == m->charges && now.used == m->used;
 }
 
 int32_t vgpu_host_pid(void)

@@ -289,7 +289,7 @@ static void renumber(struct vgpu_region *r, const int map[VGPU_MAX_DEVICES])
     for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
         for (int k = 0; k < 3; k++)
             atomic_store_n(&r->own[i][k], moved[i][k], RELAXED); /* gate closed */
-        atomic_add(&r->own_moves[i], 1, RELAXED); /* gate closed; see own_add */
+        atomic_add(&r->own_charges[i], 1, RELAXED); /* a move: gate closed */
     }
     for (int l = 0; l < VGPU_MAX_DEVICES; l++) {
         int old = r->device_index[l] ? r->device_index[l] - 1 : l;

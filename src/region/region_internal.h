@@ -103,8 +103,8 @@ struct vgpu_region {
     /* This process's charges by device and kind, in process memory: what a
      * local region starts from, and what a rejoin carries over. */
     uint64_t own[VGPU_MAX_DEVICES][3];
-    /* How often own[dev] moved (api.c): raised before each move. */
-    uint64_t own_moves[VGPU_MAX_DEVICES];
+    /* How many charges own[dev] took (api.c): raised before each. */
+    uint64_t own_charges[VGPU_MAX_DEVICES];
     /* Last known limits, UUIDs and context sizes (copies of the region's):
      * what a local region made after the file vanished starts from. */
     uint64_t limits[VGPU_MAX_DEVICES];
