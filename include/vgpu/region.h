@@ -166,8 +166,10 @@ uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev);
  * NVML, unmoved after it says that none of them moved in between (the
  * total alone cannot say so: a charge and its uncharge cancel). */
 struct vgpu_process_mark {
-    uint64_t charges; /* how many charges were made */
-    uint64_t used;    /* process_used */
+    int index;          /* the region's device index (a failover renumbers) */
+    uint64_t charged;   /* bytes charged ever, uncharged ever: only grow */
+    uint64_t uncharged;
+    uint64_t used;      /* their difference: process_used */
 };
 void vgpu_region_process_mark(const struct vgpu_region *r, int dev,
                               struct vgpu_process_mark *m);

@@ -18,26 +18,25 @@ static bool device_ok(int dev)
     return false;
 }
 
-/* This process's own charges (process memory): what a move to or from a
- * local region carries (failover.c; a move reads them with the gate
- * closed), and what the hooks compare with NVML. Never below zero. A
- * charge first raises own_charges[dev] (relaxed), then adds its bytes with
- * release: a reader that sees the bytes (acquire) sees the charge counted
- * (vgpu_region_process_charges). */
+/* This process's own charges (region_internal.h: two counters that only
+ * grow). Relaxed: counters, publishing nothing; a move to or from a local
+ * region reads them with the gate closed. Never below zero: an uncharge of
+ * more than is held takes what is held. */
 static void own_add(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
-    atomic_add(&r->own_charges[dev], 1, RELAXED); /* ordered by the release below */
-    atomic_add(&r->own[dev][kind], bytes, RELEASE); /* publishes the count above */
+    atomic_add(&r->own_in[dev][kind], bytes, RELAXED);
 }
 
 static void own_sub(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
-    uint64_t *c = &r->own[dev][kind];
-    uint64_t cur = atomic_load_n(c, RELAXED);
-    while (!atomic_cas(c, &cur, cur > bytes ? cur - bytes : 0, RELAXED, RELAXED))
-        ;
+    uint64_t *out = &r->own_out[dev][kind];
+    uint64_t cur = atomic_load_n(out, RELAXED), take;
+    do {
+        uint64_t held = atomic_load_n(&r->own_in[dev][kind], RELAXED) - cur;
+        take = bytes < held ? bytes : held;
+    } while (!atomic_cas(out, &cur, cur + take, RELAXED, RELAXED));
 }
 
 static bool charge_once(struct vgpu_region *r, int dev, uint64_t bytes,
@@ -130,27 +129,25 @@ uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
 
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
 {
-    dev = region_index(r, dev); /* the process's number -> the region's */
-    /* Relaxed: our own slot; any recent value. */
-    if (r == NULL || r->base == NULL || atomic_load_n(&r->slot, RELAXED) < 0 ||
-        dev < 0 || dev >= VGPU_MAX_DEVICES)
-        return 0;
-    uint64_t sum = 0;
-    for (int k = 0; k < 3; k++)
-        sum += atomic_load_n(&r->own[dev][k], ACQUIRE); /* the counts before them */
-    return sum;
+    struct vgpu_process_mark m;
+    vgpu_region_process_mark(r, dev, &m);
+    return m.used;
 }
 
 void vgpu_region_process_mark(const struct vgpu_region *r, int dev,
                               struct vgpu_process_mark *m)
 {
-    int at = region_index(r, dev);
-    /* The count first, relaxed: the bytes' acquire below then sees every
-     * charge it counts (see own_add). */
-    m->charges = r != NULL && at >= 0 && at < VGPU_MAX_DEVICES
-                     ? atomic_load_n(&r->own_charges[at], RELAXED)
-                     : 0;
-    m->used = vgpu_region_process_used(r, dev);
+    *m = (struct vgpu_process_mark){.index = region_index(r, dev)};
+    /* Relaxed: our own slot; any recent value. */
+    if (r == NULL || r->base == NULL || atomic_load_n(&r->slot, RELAXED) < 0 ||
+        m->index < 0 || m->index >= VGPU_MAX_DEVICES)
+        return;
+    for (int k = 0; k < 3; k++) {
+        /* Out first (see region_own); relaxed, counters. */
+        m->uncharged += atomic_load_n(&r->own_out[m->index][k], RELAXED);
+        m->charged += atomic_load_n(&r->own_in[m->index][k], RELAXED);
+    }
+    m->used = m->charged - m->uncharged;
 }
 
 bool vgpu_region_process_unmoved(const struct vgpu_region *r, int dev,
@@ -158,7 +155,8 @@ bool vgpu_region_process_unmoved(const struct vgpu_region *r, int dev,
 {
     struct vgpu_process_mark now;
     vgpu_region_process_mark(r, dev, &now);
-    return now.charges == m->charges && now.used == m->used;
+    return now.index == m->index && now.charged == m->charged &&
+           now.uncharged == m->uncharged;
 }
 
 int32_t vgpu_host_pid(void)

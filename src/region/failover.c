@@ -118,7 +118,7 @@ static uint64_t own_total(const struct vgpu_region *r)
     uint64_t sum = 0;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++)
         for (int k = 0; k < 3; k++)
-            sum += atomic_load_n(&r->own[d][k], RELAXED); /* a figure for a log */
+            sum += region_own(r, d, k); /* a figure for a log */
     return sum;
 }
 
@@ -251,7 +251,7 @@ static void carry_over(struct vgpu_region *t, const struct vgpu_region *r,
         int d = map[i];
         uint64_t sum = 0;
         for (int k = 0; k < 3; k++) {
-            uint64_t v = atomic_load_n(&r->own[i][k], RELAXED); /* gate closed */
+            uint64_t v = region_own(r, i, k); /* gate closed */
             if (v != 0)
                 slot_add(t, d, v, (enum vgpu_charge_kind)k);
             sum += v;
@@ -282,15 +282,21 @@ static void renumber(struct vgpu_region *r, const int map[VGPU_MAX_DEVICES])
     for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
         same = same && map[i] == i;
         for (int k = 0; k < 3; k++)
-            moved[map[i]][k] += atomic_load_n(&r->own[i][k], RELAXED); /* gate closed */
+            moved[map[i]][k] += region_own(r, i, k); /* gate closed */
     }
     if (same)
         return;
-    for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
-        for (int k = 0; k < 3; k++)
-            atomic_store_n(&r->own[i][k], moved[i][k], RELAXED); /* gate closed */
-        atomic_add(&r->own_charges[i], 1, RELAXED); /* a move: gate closed */
-    }
+    /* Index i takes what moved there and gives back what it held; both
+     * counters grow (by one more byte each), so that a mark of the
+     * process's charges taken before this (outside the gate) is not found
+     * unmoved after it; `in` first, so that none reads a negative
+     * difference meanwhile. Relaxed: the gate is closed to charges. */
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++)
+        for (int k = 0; k < 3; k++) {
+            uint64_t held = region_own(r, i, k);
+            atomic_add(&r->own_in[i][k], moved[i][k] + 1, RELAXED);
+            atomic_add(&r->own_out[i][k], held + 1, RELAXED);
+        }
     for (int l = 0; l < VGPU_MAX_DEVICES; l++) {
         int old = r->device_index[l] ? r->device_index[l] - 1 : l;
         r->device_index[l] = (int8_t)(map[old] + 1);

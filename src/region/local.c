@@ -37,9 +37,9 @@ static void fill_slot(struct hami_region *h, struct vgpu_ext *e,
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         /* Relaxed: no charge runs now (gate closed, or the fault's thread
          * is the one running here); any recent value is the value. */
-        uint64_t data = atomic_load_n(&r->own[d][VGPU_CHARGE_DATA], RELAXED);
-        uint64_t ctx = atomic_load_n(&r->own[d][VGPU_CHARGE_CONTEXT], RELAXED);
-        uint64_t mod = atomic_load_n(&r->own[d][VGPU_CHARGE_MODULE], RELAXED);
+        uint64_t data = region_own(r, d, VGPU_CHARGE_DATA);
+        uint64_t ctx = region_own(r, d, VGPU_CHARGE_CONTEXT);
+        uint64_t mod = region_own(r, d, VGPU_CHARGE_MODULE);
         hs->used[d].data_size = data;
         hs->used[d].context_size = ctx;
         hs->used[d].module_size = mod;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "atomic.h"
 #include "layout.h"
 #include "vgpu/region.h"
 
@@ -101,10 +102,14 @@ struct vgpu_region {
     ino_t file_ino;
     int32_t hostpid;
     /* This process's charges by device and kind, in process memory: what a
-     * local region starts from, and what a rejoin carries over. */
-    uint64_t own[VGPU_MAX_DEVICES][3];
-    /* How many charges own[dev] took (api.c): raised before each. */
-    uint64_t own_charges[VGPU_MAX_DEVICES];
+     * local region starts from, what a rejoin carries over, and what the
+     * hooks compare with NVML (region_own, api.c). Two counters that only
+     * grow, bytes charged and bytes uncharged: what is held is their
+     * difference, and the counters read alike twice say that nothing moved
+     * in between (a charge and its uncharge leave the difference where it
+     * was, not the counters). */
+    uint64_t own_in[VGPU_MAX_DEVICES][3];
+    uint64_t own_out[VGPU_MAX_DEVICES][3];
     /* Last known limits, UUIDs and context sizes (copies of the region's):
      * what a local region made after the file vanished starts from. */
     uint64_t limits[VGPU_MAX_DEVICES];
@@ -231,5 +236,15 @@ bool proc_host_pid_is_known(void);
 
 /* Write this process's host pid into the slots it holds (attach.c). */
 void region_publish_host_pid(int32_t hostpid);
+
+/* What this process holds on the region's device index d, of kind k.
+ * Relaxed: counters. `out` first: it never passes `in` (own_sub), and `in`
+ * only grows, so the difference is never negative. Both wrap alike (after
+ * 16 EiB), so their difference stays right. */
+static inline uint64_t region_own(const struct vgpu_region *r, int d, int k)
+{
+    uint64_t out = atomic_load_n(&r->own_out[d][k], RELAXED);
+    return atomic_load_n(&r->own_in[d][k], RELAXED) - out;
+}
 
 #endif

@@ -149,7 +149,8 @@ static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, void *out,
     unsigned int n = 0, room = out ? *count : 0;
     for (int i = 0; i < FG_MAX_PROCS; i++) {
         struct fg_proc *p = &s->procs[i];
-        uint64_t used = __atomic_load_n(&p->used[dev], __ATOMIC_RELAXED);
+        /* Acquire: what the process did before its allocation (fg_reserve) */
+        uint64_t used = __atomic_load_n(&p->used[dev], __ATOMIC_ACQUIRE);
         if (!__atomic_load_n(&p->busy, __ATOMIC_ACQUIRE) || used == 0)
             continue;
         if (n < room) {

@@ -227,14 +227,16 @@ bool fg_reserve(int dev, uint64_t bytes)
     struct fg_device *d = &s->dev[dev];
     if (!try_reserve(d, bytes) && !(fg_reap() > 0 && try_reserve(d, bytes)))
         return false;
-    __atomic_add_fetch(&me->used[dev], bytes, __ATOMIC_RELAXED);
+    /* Release, as the driver's own call is a system call: NVML's reader
+     * (acquire) that sees these bytes sees what the caller did before. */
+    __atomic_add_fetch(&me->used[dev], bytes, __ATOMIC_RELEASE);
     return true;
 }
 
 void fg_release(int dev, uint64_t bytes)
 {
     struct fg_state *s = fg_state();
-    __atomic_sub_fetch(&fg_self()->used[dev], bytes, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&fg_self()->used[dev], bytes, __ATOMIC_RELEASE); /* as fg_reserve */
     __atomic_sub_fetch(&s->dev[dev].used, bytes, __ATOMIC_RELAXED);
 }
 
