@@ -171,9 +171,9 @@ struct vgpu_process_mark {
     uint64_t uncharged;
     uint64_t used;      /* their difference: process_used */
 };
-void vgpu_region_process_mark(const struct vgpu_region *r, int dev,
+void vgpu_region_process_mark(struct vgpu_region *r, int dev,
                               struct vgpu_process_mark *m);
-bool vgpu_region_process_unmoved(const struct vgpu_region *r, int dev,
+bool vgpu_region_process_unmoved(struct vgpu_region *r, int dev,
                                  const struct vgpu_process_mark *m);
 
 /* This process's pid as the host sees it; 0 when it cannot be known. */

@@ -19,24 +19,29 @@ static bool device_ok(int dev)
 }
 
 /* This process's own charges (region_internal.h: two counters that only
- * grow). Relaxed: counters, publishing nothing; a move to or from a local
- * region reads them with the gate closed. Never below zero: an uncharge of
- * more than is held takes what is held. */
-static void own_add(struct vgpu_region *r, int dev, uint64_t bytes,
+ * grow). A move to or from a local region reads them with the gate closed.
+ * Never below zero: an uncharge of more than is held takes what is held. */
+void region_own_add(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
+    /* Relaxed: a reader orders itself on `out` (region_own); a charge
+     * comes before the driver's call, whose system call orders it. */
     atomic_add(&r->own_in[dev][kind], bytes, RELAXED);
 }
 
-static void own_sub(struct vgpu_region *r, int dev, uint64_t bytes,
+void region_own_sub(struct vgpu_region *r, int dev, uint64_t bytes,
                     enum vgpu_charge_kind kind)
 {
     uint64_t *out = &r->own_out[dev][kind];
-    uint64_t cur = atomic_load_n(out, RELAXED), take;
+    /* Acquire: the `in` read below is at least the one the last writer of
+     * `out` capped it with (so `out` never passes `in`). */
+    uint64_t cur = atomic_load_n(out, ACQUIRE), take;
     do {
         uint64_t held = atomic_load_n(&r->own_in[dev][kind], RELAXED) - cur;
         take = bytes < held ? bytes : held;
-    } while (!atomic_cas(out, &cur, cur + take, RELAXED, RELAXED));
+        /* Release: publishes the `in` read (and for a free, the driver's
+         * free before it) to whoever reads `out` with acquire. */
+    } while (!atomic_cas(out, &cur, cur + take, RELEASE, ACQUIRE));
 }
 
 static bool charge_once(struct vgpu_region *r, int dev, uint64_t bytes,
@@ -51,7 +56,7 @@ static bool charge_once(struct vgpu_region *r, int dev, uint64_t bytes,
     if (!ok && !atomic_load_n(&r->local, RELAXED) && vgpu_region_reclaim(r) > 0)
         ok = r->ops->try_charge(r, at, bytes, kind);
     if (ok)
-        own_add(r, at, bytes, kind);
+        region_own_add(r, at, bytes, kind);
     region_op_exit(r);
     return ok;
 }
@@ -101,7 +106,7 @@ void vgpu_region_settle(struct vgpu_region *r, int dev, uint64_t bytes,
     int at = region_index(r, dev); /* inside the gate, as in charge_once */
     r->ops->settle(r, at, bytes, kind, driver_ok);
     if (!driver_ok)
-        own_sub(r, at, bytes, kind);
+        region_own_sub(r, at, bytes, kind);
     region_op_exit(r);
     lifecycle_leave(r);
 }
@@ -114,7 +119,7 @@ void vgpu_region_uncharge(struct vgpu_region *r, int dev, uint64_t bytes,
     region_op_enter(r);
     int at = region_index(r, dev); /* inside the gate, as in charge_once */
     r->ops->uncharge(r, at, bytes, kind);
-    own_sub(r, at, bytes, kind);
+    region_own_sub(r, at, bytes, kind);
     region_op_exit(r);
     lifecycle_leave(r);
 }
@@ -129,28 +134,39 @@ uint64_t vgpu_region_used(const struct vgpu_region *r, int dev)
 
 uint64_t vgpu_region_process_used(const struct vgpu_region *r, int dev)
 {
-    struct vgpu_process_mark m;
-    vgpu_region_process_mark(r, dev, &m);
-    return m.used;
-}
-
-void vgpu_region_process_mark(const struct vgpu_region *r, int dev,
-                              struct vgpu_process_mark *m)
-{
-    *m = (struct vgpu_process_mark){.index = region_index(r, dev)};
+    dev = region_index(r, dev); /* the process's number -> the region's */
     /* Relaxed: our own slot; any recent value. */
     if (r == NULL || r->base == NULL || atomic_load_n(&r->slot, RELAXED) < 0 ||
-        m->index < 0 || m->index >= VGPU_MAX_DEVICES)
+        dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return 0;
+    uint64_t sum = 0;
+    for (int k = 0; k < 3; k++)
+        sum += region_own(r, dev, k);
+    return sum;
+}
+
+/* Inside the gate: a failover's renumbering (failover.c) is wholly before
+ * or after it, never between its index and its counters. */
+void vgpu_region_process_mark(struct vgpu_region *r, int dev,
+                              struct vgpu_process_mark *m)
+{
+    *m = (struct vgpu_process_mark){.index = -1};
+    /* Relaxed: our own slot; any recent value. */
+    if (r == NULL || r->base == NULL || atomic_load_n(&r->slot, RELAXED) < 0)
         return;
-    for (int k = 0; k < 3; k++) {
-        /* Out first (see region_own); relaxed, counters. */
-        m->uncharged += atomic_load_n(&r->own_out[m->index][k], RELAXED);
+    region_op_enter(r);
+    m->index = region_index(r, dev);
+    for (int k = 0; m->index >= 0 && m->index < VGPU_MAX_DEVICES && k < 3; k++) {
+        /* `out` first, with acquire (see region_own): it also orders the
+         * reading of NVML after it behind the frees that it counts. */
+        m->uncharged += atomic_load_n(&r->own_out[m->index][k], ACQUIRE);
         m->charged += atomic_load_n(&r->own_in[m->index][k], RELAXED);
     }
+    region_op_exit(r);
     m->used = m->charged - m->uncharged;
 }
 
-bool vgpu_region_process_unmoved(const struct vgpu_region *r, int dev,
+bool vgpu_region_process_unmoved(struct vgpu_region *r, int dev,
                                  const struct vgpu_process_mark *m)
 {
     struct vgpu_process_mark now;

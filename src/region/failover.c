@@ -287,15 +287,15 @@ static void renumber(struct vgpu_region *r, const int map[VGPU_MAX_DEVICES])
     if (same)
         return;
     /* Index i takes what moved there and gives back what it held; both
-     * counters grow (by one more byte each), so that a mark of the
-     * process's charges taken before this (outside the gate) is not found
-     * unmoved after it; `in` first, so that none reads a negative
-     * difference meanwhile. Relaxed: the gate is closed to charges. */
+     * counters grow (by one more byte each), so that a mark taken before
+     * this is not found unmoved after it. The give-back is an uncharge,
+     * capped at what is held: a gate reopened by a charge that waited too
+     * long (region_op_enter) lets uncharges in meanwhile. */
     for (int i = 0; i < VGPU_MAX_DEVICES; i++)
         for (int k = 0; k < 3; k++) {
             uint64_t held = region_own(r, i, k);
-            atomic_add(&r->own_in[i][k], moved[i][k] + 1, RELAXED);
-            atomic_add(&r->own_out[i][k], held + 1, RELAXED);
+            region_own_add(r, i, moved[i][k] + 1, (enum vgpu_charge_kind)k);
+            region_own_sub(r, i, held + 1, (enum vgpu_charge_kind)k);
         }
     for (int l = 0; l < VGPU_MAX_DEVICES; l++) {
         int old = r->device_index[l] ? r->device_index[l] - 1 : l;

@@ -168,7 +168,7 @@ bool region_limits_set(const struct vgpu_attach_options *opts);
 
 /* Process-local regions (local.c). local_start maps a new one for a handle
  * with no mapping; local_install puts one at r->base in place of whatever
- * is there, in one step (mremap), from r->own and r->limits. The fill is
+ * is there, in one step (mremap), from region_own and r->limits. The fill is
  * async-signal-safe (the SIGBUS guard uses it). */
 bool local_start(struct vgpu_region *r);
 bool local_install(struct vgpu_region *r);
@@ -238,13 +238,19 @@ bool proc_host_pid_is_known(void);
 void region_publish_host_pid(int32_t hostpid);
 
 /* What this process holds on the region's device index d, of kind k.
- * Relaxed: counters. `out` first: it never passes `in` (own_sub), and `in`
- * only grows, so the difference is never negative. Both wrap alike (after
- * 16 EiB), so their difference stays right. */
+ * `out` first, with acquire: the `in` read after it is at least the one
+ * its writer capped it with (region_own_sub), so the difference is never
+ * negative. Both wrap alike (after 16 EiB), so it stays right. */
 static inline uint64_t region_own(const struct vgpu_region *r, int d, int k)
 {
-    uint64_t out = atomic_load_n(&r->own_out[d][k], RELAXED);
+    uint64_t out = atomic_load_n(&r->own_out[d][k], ACQUIRE); /* see above */
     return atomic_load_n(&r->own_in[d][k], RELAXED) - out;
 }
+
+/* Charge and uncharge them (api.c). */
+void region_own_add(struct vgpu_region *r, int dev, uint64_t bytes,
+                    enum vgpu_charge_kind kind);
+void region_own_sub(struct vgpu_region *r, int dev, uint64_t bytes,
+                    enum vgpu_charge_kind kind);
 
 #endif

@@ -236,7 +236,7 @@ bool fg_reserve(int dev, uint64_t bytes)
 void fg_release(int dev, uint64_t bytes)
 {
     struct fg_state *s = fg_state();
-    __atomic_sub_fetch(&fg_self()->used[dev], bytes, __ATOMIC_RELEASE); /* as fg_reserve */
+    __atomic_sub_fetch(&fg_self()->used[dev], bytes, __ATOMIC_RELAXED);
     __atomic_sub_fetch(&s->dev[dev].used, bytes, __ATOMIC_RELAXED);
 }
 
