@@ -3,7 +3,12 @@
  *  - released while mapped: still held, still charged, until the unmap;
  *  - imported (a second handle) and kept after the first is released;
  *  - a handle retained from a mapped address;
- *  - one unmap over two mappings. */
+ *  - one unmap over two mappings;
+ *  - a handle's value handed out again by the driver to another thread's
+ *    cuMemCreate while the release that freed it is still in our hook;
+ *  - a release the driver refuses: the handle still holds its memory. */
+#include <pthread.h>
+
 #include "hook_util.h"
 
 static CUmemAllocationProp prop;
@@ -79,10 +84,59 @@ static void two_mappings_one_unmap(CUdeviceptr va)
     CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "one unmap, both gone");
 }
 
+static CUcontext ctx;
+static CUmemGenericAllocationHandle reused;
+
+static void *create_during_release(void *released)
+{
+    CU_OK(cuCtxSetCurrent(ctx));
+    usleep(100 * 1000); /* the release below sleeps 300 ms in the driver */
+    CU_OK(cuMemCreate(&reused, 256 * MiB, &prop, 0));
+    CHECK(reused == *(CUmemGenericAllocationHandle *)released,
+          "the driver handed the released value out again");
+    return NULL;
+}
+
+/* The driver may give a released handle's value to the next creation, on
+ * any thread, before the release returns: the hook must have let go of
+ * the old memory's record by then, or the new memory's reference lands on
+ * it (the old one freed under it, the new one never uncharged). */
+static void value_reused_during_release(void)
+{
+    CUmemGenericAllocationHandle h;
+    CU_OK(cuMemCreate(&h, 512 * MiB, &prop, 0));
+    setenv("FAKEGPU_VMM_RELEASE_DELAY_US", "300000", 1); /* before the thread */
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, create_during_release, &h) == 0, "thread");
+    CU_OK(cuMemRelease(h));
+    unsetenv("FAKEGPU_VMM_RELEASE_DELAY_US");
+    pthread_join(t, NULL);
+    CHECK(region_used(0) == 256 * MiB, "the new memory charged, the old not: %llu MiB",
+          (unsigned long long)(region_used(0) / MiB));
+    CU_OK(cuMemRelease(reused));
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0,
+          "reused value released: region %llu MiB, driver %llu MiB",
+          (unsigned long long)(region_used(0) / MiB),
+          (unsigned long long)(fakegpu_process_used(0) / MiB));
+}
+
+static void release_refused(void)
+{
+    CUmemGenericAllocationHandle h;
+    CU_OK(cuMemCreate(&h, 768 * MiB, &prop, 0));
+    setenv("FAKEGPU_FAIL", "cuMemRelease", 1);
+    CHECK(cuMemRelease(h) == CUDA_ERROR_UNKNOWN, "the driver refuses the release");
+    unsetenv("FAKEGPU_FAIL");
+    CHECK(region_used(0) == 768 * MiB, "refused: still charged");
+    over_limit_refused("release refused");
+    CU_OK(cuMemRelease(h));
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "released: gone");
+}
+
 int main(void)
 {
     hook_fresh(1, "8g", "1g");
-    fakegpu_context(0);
+    ctx = fakegpu_context(0);
     prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
     prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     prop.location.id = 0;
@@ -93,6 +147,8 @@ int main(void)
     retained(va);
     two_mappings_one_unmap(va);
     CU_OK(cuMemAddressFree(va, GiB));
+    value_reused_during_release();
+    release_refused();
     printf("hook_vmm_lifetime: ok\n");
     return 0;
 }

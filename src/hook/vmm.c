@@ -15,6 +15,7 @@
 #include "hook/charge.h"
 #include "hook/real.h"
 #include "hook/u64map.h"
+#include "log.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -82,20 +83,29 @@ static void put(struct memory *m)
     free(m);
 }
 
-/* One more handle of value h to m. Caller holds the lock. */
-static void add_handle(uint64_t h, struct memory *m)
+/* Record one more handle of value h to m. False: it cannot be tracked.
+ * Caller holds the lock. */
+static bool record_handle(uint64_t h, struct memory *m)
 {
     struct handle *e = u64map_get(&handles, h);
     if (e == NULL) {
         e = calloc(1, sizeof *e);
         if (e == NULL || !u64map_put(&handles, h, e)) {
             free(e);
-            return; /* cannot track: the reference is not taken either */
+            return false;
         }
         e->mem = m;
     }
     e->count++;
-    m->refs++;
+    return true;
+}
+
+/* One more handle of value h to m, and its reference (none where it cannot
+ * be tracked). Caller holds the lock. */
+static void add_handle(uint64_t h, struct memory *m)
+{
+    if (record_handle(h, m))
+        m->refs++;
 }
 
 EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
@@ -126,22 +136,40 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
     return rc;
 }
 
+/* Let go of one handle of value h and return its memory (NULL: not ours),
+ * whose reference the caller still holds. Caller holds the lock. */
+static struct memory *take_handle(uint64_t h)
+{
+    struct handle *e = u64map_get(&handles, h);
+    if (e == NULL)
+        return NULL;
+    struct memory *m = e->mem;
+    if (--e->count == 0) {
+        u64map_take(&handles, h);
+        free(e);
+    }
+    return m;
+}
+
+/* The handle's record goes before the driver is asked: once the driver
+ * has released it, it may hand the same value to another thread's
+ * cuMemCreate, whose record must not find this one. Put back if the
+ * driver refuses. */
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
     NEED(cuMemRelease);
+    lock_vmm();
+    struct memory *m = take_handle(handle);
+    pthread_mutex_unlock(&lock);
     CUresult rc = REAL(cuMemRelease)(handle);
-    if (rc != CUDA_SUCCESS)
+    if (m == NULL)
         return rc;
     lock_vmm();
-    struct handle *e = u64map_get(&handles, handle);
-    if (e != NULL) {
-        struct memory *m = e->mem;
-        if (--e->count == 0) {
-            u64map_take(&handles, handle);
-            free(e);
-        }
+    if (rc == CUDA_SUCCESS)
         put(m);
-    }
+    else if (!record_handle(handle, m))
+        log_warn("a VMM handle the driver kept cannot be tracked again: its "
+                 "memory stays charged until the process ends");
     pthread_mutex_unlock(&lock);
     return rc;
 }

@@ -3,9 +3,13 @@
  * handle (cuMemCreate, cuMemImportFromShareableHandle,
  * cuMemRetainAllocationHandle: each a distinct handle, each released by
  * cuMemRelease) and every mapping (cuMemMap, until cuMemUnmap). Sharing is
- * within one process: the shareable handle names the memory itself. */
+ * within one process: the shareable handle names the memory itself. A
+ * released handle's value is the next one handed out, from any thread (a
+ * driver may reuse values). FAKEGPU_VMM_RELEASE_DELAY_US=n: cuMemRelease
+ * returns n us after it released the handle (to widen a race for a test). */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "driver.h"
 #include "fakegpu.h"
@@ -24,6 +28,8 @@ struct fg_physical_alloc {
 };
 
 struct fg_handle { struct fg_physical_alloc *mem; };
+#define MAX_HANDLES 4096
+static struct fg_handle handles[MAX_HANDLES]; /* mem NULL: free */
 
 struct fg_mapping { uint64_t va; uint64_t size; struct fg_physical_alloc *mem; };
 #define MAX_MAPPINGS 4096
@@ -37,16 +43,29 @@ static void physical_put(struct fg_physical_alloc *m)
     }
 }
 
+/* The lowest free handle (0 when there is none). Lock-free, as the
+ * mappings: a fork child inherits no lock. */
 static CUmemGenericAllocationHandle new_handle(struct fg_physical_alloc *m)
 {
-    struct fg_handle *h = malloc(sizeof *h);
-    h->mem = m;
-    return (CUmemGenericAllocationHandle)(uintptr_t)h;
+    for (int i = 0; i < MAX_HANDLES; i++) {
+        struct fg_physical_alloc *none = NULL;
+        if (__atomic_compare_exchange_n(&handles[i].mem, &none, m, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return (CUmemGenericAllocationHandle)(uintptr_t)&handles[i];
+    }
+    return 0;
 }
 
 static struct fg_physical_alloc *memory_of(CUmemGenericAllocationHandle h)
 {
-    return h ? ((struct fg_handle *)(uintptr_t)h)->mem : NULL;
+    return h ? __atomic_load_n(&((struct fg_handle *)(uintptr_t)h)->mem,
+                               __ATOMIC_ACQUIRE)
+             : NULL;
+}
+
+static void free_handle(CUmemGenericAllocationHandle h)
+{
+    __atomic_store_n(&((struct fg_handle *)(uintptr_t)h)->mem, NULL, __ATOMIC_RELEASE);
 }
 
 EXPORT CUresult cuMemGetAllocationGranularity(size_t *g,
@@ -79,11 +98,15 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
 
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
+    FAIL_POINT("cuMemRelease");
     struct fg_physical_alloc *m = memory_of(handle);
     if (m == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    free((void *)(uintptr_t)handle);
+    free_handle(handle);
     physical_put(m);
+    const char *delay = getenv("FAKEGPU_VMM_RELEASE_DELAY_US");
+    if (delay != NULL)
+        usleep((useconds_t)strtoul(delay, NULL, 10));
     return CUDA_SUCCESS;
 }
 
