@@ -13,7 +13,8 @@
  *  - a captured cuMemAllocAsync is a memory node: charged at the launch;
  *  - threads launching graphs together never take the driver past it;
  *  - a graph whose nodes cannot be read is charged after its launches;
- *  - a pool that grows by larger chunks than estimated is learned;
+ *  - a pool that grows by larger chunks than estimated is learned, and
+ *    two launches in the driver at once are not taken for such a pool;
  *  - trim and destruction bring the charge back to zero. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -247,6 +248,59 @@ static void threads(void)
           (unsigned long long)(region_used(0) / MiB));
 }
 
+static CUcontext shared_ctx;
+
+/* Launch a graph whose 32 MiB outlives it (its address in *arg). */
+static void *launch_kept(void *arg)
+{
+    CU_OK(cuCtxSetCurrent(shared_ctx));
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    CUgraphExec exec = alloc_graph(32 * MiB, false, arg);
+    CU_OK(cuGraphLaunch(exec, s));
+    CU_OK(cuStreamSynchronize(s));
+    CU_OK(cuGraphExecDestroy(exec));
+    CU_OK(cuStreamDestroy_v2(s));
+    return NULL;
+}
+
+/* Two launches in the driver together each grow the pool by a chunk: the
+ * first to return finds the pool grown by both, which is not its
+ * estimate's shortfall (the second's is still reserved). Learned as one,
+ * every later launch would reserve a chunk more: a launch that fits beside
+ * 992 MiB would be refused. */
+static void two_in_the_driver(CUcontext ctx)
+{
+    shared_ctx = ctx;
+    setenv("FAKEGPU_GRAPH_DELAY_US", "200000", 1); /* before the threads */
+    pthread_t a, b;
+    CUdeviceptr kept[2];
+    CHECK(pthread_create(&a, NULL, launch_kept, &kept[0]) == 0, "thread");
+    usleep(50 * 1000);
+    CHECK(pthread_create(&b, NULL, launch_kept, &kept[1]) == 0, "thread");
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    unsetenv("FAKEGPU_GRAPH_DELAY_US");
+    CHECK(fakegpu_process_used(0) == 64 * MiB, "both grew the pool: %llu MiB",
+          (unsigned long long)(fakegpu_process_used(0) / MiB));
+    check_charged("two launches returned");
+    CU_OK(cuMemFree_v2(kept[0]));
+    CU_OK(cuMemFree_v2(kept[1]));
+    CU_OK(cuDeviceGraphMemTrim(0));
+    CUdeviceptr p;
+    CU_OK(cuMemAlloc_v2(&p, 992 * MiB));
+    CUstream s;
+    CU_OK(cuStreamCreate(&s, 0));
+    CUgraphExec exec = alloc_graph(32 * MiB, true, NULL);
+    CU_OK(cuGraphLaunch(exec, s)); /* one chunk fits beside 992 MiB */
+    check_peak("after two in the driver");
+    CU_OK(cuGraphExecDestroy(exec));
+    CU_OK(cuStreamDestroy_v2(s));
+    CU_OK(cuMemFree_v2(p));
+    CU_OK(cuDeviceGraphMemTrim(0));
+    CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
+}
+
 /* A graph whose nodes cannot be read: charged what the pool took after
  * each launch. */
 static void blind(CUstream s)
@@ -288,7 +342,8 @@ static void chunks(CUstream s)
 int main(void)
 {
     hook_fresh(1, "8g", "1g");
-    fakegpu_context(0);
+    CUcontext ctx = fakegpu_context(0);
+    two_in_the_driver(ctx); /* first: no slack learned before it */
     CUstream s;
     CU_OK(cuStreamCreate(&s, 0));
     too_big(s);

@@ -204,8 +204,10 @@ static void settle(int dev, bool learn)
     if (target > charged[dev]) {
         /* Past what its launches reserved: the driver took more than the
          * estimate; count it (the next charge will find the limit full),
-         * and reserve that much more from now on. */
-        if (learn && target - charged[dev] > slack[dev])
+         * and reserve that much more from now on. Learned only with no
+         * other launch in the driver: one that grew the pool and is still
+         * pending counts twice in the target until it settles. */
+        if (learn && pending[dev] == 0 && target - charged[dev] > slack[dev])
             slack[dev] = target - charged[dev];
         if (!vgpu_region_try_charge(r, dev, target - charged[dev], VGPU_CHARGE_DATA)) {
             static int warned;

@@ -13,10 +13,13 @@
  *  - the pool keeps what it reserved until cuDeviceGraphMemTrim (or the
  *    primary context's reset);
  *  - cuDeviceGetGraphMemAttribute reports used and reserved bytes and their
- *    high watermarks; the ledger (state.c) counts what is reserved. */
+ *    high watermarks; the ledger (state.c) counts what is reserved.
+ * FAKEGPU_GRAPH_DELAY_US=n: a launch or upload returns n us after it
+ * reserved (to widen a race for a test). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "driver.h"
 #include "fakegpu.h"
@@ -115,6 +118,9 @@ CUresult fg_graph_mem_run(const struct fg_mem_node *nodes, int n, bool launch)
         allocs_put((struct fg_alloc){m->dptr, m->bytes, m->physical, FG_GRAPH, NULL});
     }
     pthread_mutex_unlock(&lock);
+    const char *delay = getenv("FAKEGPU_GRAPH_DELAY_US");
+    if (delay != NULL)
+        usleep((useconds_t)strtoul(delay, NULL, 10));
     for (int i = 0; launch && i < n; i++)
         if (nodes[i].kind == FG_MEM_FREE)
             fg_free(nodes[i].dptr, KIND(FG_GRAPH));
