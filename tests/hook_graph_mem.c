@@ -249,18 +249,36 @@ static void threads(void)
 }
 
 static CUcontext shared_ctx;
+static int first_returned; /* the first launch is out of the driver */
+static int overlapped;     /* the second began before that */
 
-/* Launch a graph whose 32 MiB outlives it (its address in *arg). */
-static void *launch_kept(void *arg)
+static void launch_kept_graph(CUdeviceptr *kept)
 {
     CU_OK(cuCtxSetCurrent(shared_ctx));
     CUstream s;
     CU_OK(cuStreamCreate(&s, 0));
-    CUgraphExec exec = alloc_graph(32 * MiB, false, arg);
+    CUgraphExec exec = alloc_graph(32 * MiB, false, kept);
     CU_OK(cuGraphLaunch(exec, s));
     CU_OK(cuStreamSynchronize(s));
     CU_OK(cuGraphExecDestroy(exec));
     CU_OK(cuStreamDestroy_v2(s));
+}
+
+static void *first_launch(void *kept)
+{
+    launch_kept_graph(kept);
+    __atomic_store_n(&first_returned, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Once the first launch has reserved its chunk (and sleeps in the driver). */
+static void *second_launch(void *kept)
+{
+    for (int i = 0; i < 10000 && fakegpu_process_used(0) < 32 * MiB; i++)
+        usleep(1000);
+    __atomic_store_n(&overlapped, !__atomic_load_n(&first_returned, __ATOMIC_ACQUIRE),
+                     __ATOMIC_RELEASE);
+    launch_kept_graph(kept);
     return NULL;
 }
 
@@ -272,15 +290,16 @@ static void *launch_kept(void *arg)
 static void two_in_the_driver(CUcontext ctx)
 {
     shared_ctx = ctx;
-    setenv("FAKEGPU_GRAPH_DELAY_US", "200000", 1); /* before the threads */
+    setenv("FAKEGPU_GRAPH_DELAY_US", "1000000", 1); /* before the threads */
     pthread_t a, b;
     CUdeviceptr kept[2];
-    CHECK(pthread_create(&a, NULL, launch_kept, &kept[0]) == 0, "thread");
-    usleep(50 * 1000);
-    CHECK(pthread_create(&b, NULL, launch_kept, &kept[1]) == 0, "thread");
+    CHECK(pthread_create(&a, NULL, first_launch, &kept[0]) == 0, "thread");
+    CHECK(pthread_create(&b, NULL, second_launch, &kept[1]) == 0, "thread");
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     unsetenv("FAKEGPU_GRAPH_DELAY_US");
+    CHECK(__atomic_load_n(&overlapped, __ATOMIC_ACQUIRE),
+          "the second launch began while the first was in the driver");
     CHECK(fakegpu_process_used(0) == 64 * MiB, "both grew the pool: %llu MiB",
           (unsigned long long)(fakegpu_process_used(0) / MiB));
     check_charged("two launches returned");

@@ -86,12 +86,18 @@ static void two_mappings_one_unmap(CUdeviceptr va)
 
 static CUcontext ctx;
 static CUmemGenericAllocationHandle reused;
+static int release_returned; /* set by the releasing thread */
+static int created_first;    /* the creation returned before the release */
 
 static void *create_during_release(void *released)
 {
     CU_OK(cuCtxSetCurrent(ctx));
-    usleep(100 * 1000); /* the release below sleeps 300 ms in the driver */
+    /* The driver has released the handle (and its memory) and sleeps. */
+    for (int i = 0; i < 10000 && fakegpu_process_used(0) != 0; i++)
+        usleep(1000);
     CU_OK(cuMemCreate(&reused, 256 * MiB, &prop, 0));
+    __atomic_store_n(&created_first, !__atomic_load_n(&release_returned, __ATOMIC_ACQUIRE),
+                     __ATOMIC_RELEASE);
     CHECK(reused == *(CUmemGenericAllocationHandle *)released,
           "the driver handed the released value out again");
     return NULL;
@@ -105,12 +111,15 @@ static void value_reused_during_release(void)
 {
     CUmemGenericAllocationHandle h;
     CU_OK(cuMemCreate(&h, 512 * MiB, &prop, 0));
-    setenv("FAKEGPU_VMM_RELEASE_DELAY_US", "300000", 1); /* before the thread */
+    setenv("FAKEGPU_VMM_RELEASE_DELAY_US", "1000000", 1); /* before the thread */
     pthread_t t;
     CHECK(pthread_create(&t, NULL, create_during_release, &h) == 0, "thread");
     CU_OK(cuMemRelease(h));
-    unsetenv("FAKEGPU_VMM_RELEASE_DELAY_US");
+    __atomic_store_n(&release_returned, 1, __ATOMIC_RELEASE);
     pthread_join(t, NULL);
+    unsetenv("FAKEGPU_VMM_RELEASE_DELAY_US");
+    CHECK(__atomic_load_n(&created_first, __ATOMIC_ACQUIRE),
+          "the creation came while the release was still in the driver");
     CHECK(region_used(0) == 256 * MiB, "the new memory charged, the old not: %llu MiB",
           (unsigned long long)(region_used(0) / MiB));
     CU_OK(cuMemRelease(reused));

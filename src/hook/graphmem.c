@@ -204,11 +204,13 @@ static void settle(int dev, bool learn)
     if (target > charged[dev]) {
         /* Past what its launches reserved: the driver took more than the
          * estimate; count it (the next charge will find the limit full),
-         * and reserve that much more from now on. Learned only with no
-         * other launch in the driver: one that grew the pool and is still
-         * pending counts twice in the target until it settles. */
-        if (learn && pending[dev] == 0 && target - charged[dev] > slack[dev])
-            slack[dev] = target - charged[dev];
+         * and reserve that much more from now on. What is learned leaves
+         * out the launches still in the driver (their charges are in
+         * `charged`, their growth maybe in `reserved` already): counted in
+         * both, another launch's chunk would be learned as this one's
+         * shortfall, and reserved again at every launch after. */
+        if (learn && reserved > charged[dev] && reserved - charged[dev] > slack[dev])
+            slack[dev] = reserved - charged[dev];
         if (!vgpu_region_try_charge(r, dev, target - charged[dev], VGPU_CHARGE_DATA)) {
             static int warned;
             if (!atomic_xchg(&warned, 1, RELAXED)) /* relaxed: only picks who logs */

@@ -151,6 +151,23 @@ static struct memory *take_handle(uint64_t h)
     return m;
 }
 
+/* After the driver refused to release handle h of m: whether h still
+ * holds m, recorded again. Not where the driver says there is no such
+ * handle (another thread released it meanwhile) or h's value is another
+ * memory's by now. Kept, unrecorded, where it cannot be recorded (charged
+ * until the process ends: fail closed). Caller holds the lock. */
+static bool handle_kept(CUresult rc, uint64_t h, struct memory *m)
+{
+    struct handle *e = u64map_get(&handles, h);
+    if (rc == CUDA_ERROR_INVALID_VALUE || rc == CUDA_ERROR_INVALID_HANDLE ||
+        (e != NULL && e->mem != m))
+        return false;
+    if (!record_handle(h, m))
+        log_warn("a VMM handle the driver kept cannot be tracked again: its "
+                 "memory stays charged until the process ends");
+    return true;
+}
+
 /* The handle's record goes before the driver is asked: once the driver
  * has released it, it may hand the same value to another thread's
  * cuMemCreate, whose record must not find this one. Put back if the
@@ -165,11 +182,8 @@ EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
     if (m == NULL)
         return rc;
     lock_vmm();
-    if (rc == CUDA_SUCCESS)
+    if (rc == CUDA_SUCCESS || !handle_kept(rc, handle, m))
         put(m);
-    else if (!record_handle(handle, m))
-        log_warn("a VMM handle the driver kept cannot be tracked again: its "
-                 "memory stays charged until the process ends");
     pthread_mutex_unlock(&lock);
     return rc;
 }

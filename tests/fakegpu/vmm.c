@@ -7,6 +7,7 @@
  * released handle's value is the next one handed out, from any thread (a
  * driver may reuse values). FAKEGPU_VMM_RELEASE_DELAY_US=n: cuMemRelease
  * returns n us after it released the handle (to widen a race for a test). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -43,8 +44,8 @@ static void physical_put(struct fg_physical_alloc *m)
     }
 }
 
-/* The lowest free handle (0 when there is none). Lock-free, as the
- * mappings: a fork child inherits no lock. */
+/* The lowest free handle. Lock-free, as the mappings: a fork child
+ * inherits no lock. */
 static CUmemGenericAllocationHandle new_handle(struct fg_physical_alloc *m)
 {
     for (int i = 0; i < MAX_HANDLES; i++) {
@@ -53,19 +54,28 @@ static CUmemGenericAllocationHandle new_handle(struct fg_physical_alloc *m)
                                         __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
             return (CUmemGenericAllocationHandle)(uintptr_t)&handles[i];
     }
-    return 0;
+    fprintf(stderr, "fakegpu: more than %d VMM handles at once\n", MAX_HANDLES);
+    abort();
+}
+
+static struct fg_handle *handle_at(CUmemGenericAllocationHandle h)
+{
+    struct fg_handle *e = (struct fg_handle *)(uintptr_t)h;
+    return e >= handles && e < handles + MAX_HANDLES ? e : NULL;
 }
 
 static struct fg_physical_alloc *memory_of(CUmemGenericAllocationHandle h)
 {
-    return h ? __atomic_load_n(&((struct fg_handle *)(uintptr_t)h)->mem,
-                               __ATOMIC_ACQUIRE)
-             : NULL;
+    struct fg_handle *e = handle_at(h);
+    return e ? __atomic_load_n(&e->mem, __ATOMIC_ACQUIRE) : NULL;
 }
 
-static void free_handle(CUmemGenericAllocationHandle h)
+/* Free h; its memory (NULL: not a live handle). One of two releases of
+ * one handle at once gets it. */
+static struct fg_physical_alloc *free_handle(CUmemGenericAllocationHandle h)
 {
-    __atomic_store_n(&((struct fg_handle *)(uintptr_t)h)->mem, NULL, __ATOMIC_RELEASE);
+    struct fg_handle *e = handle_at(h);
+    return e ? __atomic_exchange_n(&e->mem, NULL, __ATOMIC_ACQ_REL) : NULL;
 }
 
 EXPORT CUresult cuMemGetAllocationGranularity(size_t *g,
@@ -99,10 +109,9 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
     FAIL_POINT("cuMemRelease");
-    struct fg_physical_alloc *m = memory_of(handle);
+    struct fg_physical_alloc *m = free_handle(handle);
     if (m == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    free_handle(handle);
     physical_put(m);
     const char *delay = getenv("FAKEGPU_VMM_RELEASE_DELAY_US");
     if (delay != NULL)
