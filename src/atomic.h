@@ -21,6 +21,8 @@
 #define atomic_add(p, v, order) __atomic_fetch_add((p), (v), (order))
 #define atomic_sub(p, v, order) __atomic_fetch_sub((p), (v), (order))
 #define atomic_xchg(p, v, order) __atomic_exchange_n((p), (v), (order))
+#define atomic_or(p, v, order) __atomic_fetch_or((p), (v), (order))
+#define atomic_and(p, v, order) __atomic_fetch_and((p), (v), (order))
 /* Weak CAS: *expected is refreshed on failure, as C11's compare_exchange. */
 #define atomic_cas(p, expected, desired, success, failure)                     \
     __atomic_compare_exchange_n((p), (expected), (desired), true, (success),   \

@@ -98,6 +98,9 @@ struct vgpu_region {
     int local;           /* 1: base holds a process-local region, not the file */
     int lost;            /* 1: the SIGBUS guard put a local region in place */
     uint64_t move_gate;  /* charges in flight, plus MOVE_CLOSED (failover.c) */
+    /* Slots a thread of ours is reclaiming (slots.c): our threads share
+     * the slot locks, so these keep them out of each other's way. */
+    uint64_t reclaiming[VGPU_MAX_SLOTS / 64];
     dev_t file_dev;      /* the file joined, to see it deleted or replaced */
     ino_t file_ino;
     int32_t hostpid;

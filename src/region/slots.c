@@ -139,12 +139,28 @@ bool slot_owner_alive(struct vgpu_region *r, int i)
     return byte_locked_elsewhere(r->fd, LOCK_SLOT(i));
 }
 
-bool slot_try_reclaim(struct vgpu_region *r, int i)
+/* The threads of a process share its slot locks (file-description
+ * locks): a second thread of ours would get slot i's lock while the first
+ * empties it, find it still busy, and empty it again after the first let
+ * go, by then perhaps another process's new slot (region_reclaim_threads).
+ * So one thread of ours at a time per slot. A fork child may inherit a bit
+ * set by a thread of its parent: it leaves that slot to others, once. */
+static bool reclaim_enter(struct vgpu_region *r, int i)
+{
+    uint64_t bit = 1ull << (i % 64);
+    /* Acquire: the previous holder's writes to the slot, as its lock. */
+    return !(atomic_or(&r->reclaiming[i / 64], bit, ACQUIRE) & bit);
+}
+
+static void reclaim_leave(struct vgpu_region *r, int i)
+{
+    /* Release: this reclaim's writes to the next thread of ours in. */
+    atomic_and(&r->reclaiming[i / 64], ~(1ull << (i % 64)), RELEASE);
+}
+
+static bool reclaim_locked(struct vgpu_region *r, int i)
 {
     struct vgpu_slot_ext *s = &r->ext->slots[i];
-    /* Relaxed: a hint; a busy slot is read again under its lock. */
-    if (i == r->slot || SLOT_STATE(atomic_load_n(&s->word, RELAXED)) == SLOT_FREE)
-        return false;
     if (!byte_lock(r->fd, LOCK_SLOT(i), BYTE_WRITE, false))
         return false; /* its owner is alive (or another reclaimer is here) */
     /* Acquire: see whatever the last lock holder wrote to this slot. */
@@ -156,6 +172,18 @@ bool slot_try_reclaim(struct vgpu_region *r, int i)
         atomic_add(&r->ext->reclaims, 1, RELAXED); /* statistic */
     }
     byte_unlock(r->fd, LOCK_SLOT(i));
+    return dead;
+}
+
+bool slot_try_reclaim(struct vgpu_region *r, int i)
+{
+    /* Relaxed: a hint; a busy slot is read again under its lock. */
+    if (i == r->slot ||
+        SLOT_STATE(atomic_load_n(&r->ext->slots[i].word, RELAXED)) == SLOT_FREE ||
+        !reclaim_enter(r, i))
+        return false;
+    bool dead = reclaim_locked(r, i);
+    reclaim_leave(r, i);
     return dead;
 }
 
