@@ -57,6 +57,13 @@ static uint64_t env_u64(const char *name)
     return v ? strtoull(v, NULL, 10) : 0;
 }
 
+void fg_delay_us(const char *name)
+{
+    uint64_t us = env_u64(name);
+    if (us)
+        usleep((useconds_t)us);
+}
+
 /* SMs per device: FAKEGPU_SM_COUNT, or an H100's 132; partitions of them
  * (green contexts) come in groups of 8, as on compute capability 9.0. */
 #define FG_SM_GROUP 8u
@@ -632,9 +639,7 @@ CUresult fg_allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind)
 {
     if (dptr == NULL || bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    uint64_t delay_us = env_u64("FAKEGPU_ALLOC_DELAY_US");
-    if (delay_us) /* a real cuMemAlloc takes tens of microseconds */
-        usleep((useconds_t)delay_us);
+    fg_delay_us("FAKEGPU_ALLOC_DELAY_US"); /* a real cuMemAlloc: tens of µs */
     if (kind != FG_MANAGED && kind != FG_RESERVE && !fg_reserve(physical, bytes))
         return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t addr = fg_new_address(bytes);

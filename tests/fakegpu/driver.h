@@ -13,6 +13,9 @@
 
 /* cuda_fake.c */
 CUresult fg_need_device(int ordinal);
+/* Sleep as many microseconds as the environment variable name says (a
+ * driver call's own time, or a race widened for a test); none if unset. */
+void fg_delay_us(const char *name);
 /* The current context's ordinal, -1 with none. */
 int fg_current_ordinal(void);
 /* The SMs a context runs on (a green context's share; NULL: the current

@@ -19,7 +19,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "driver.h"
 #include "fakegpu.h"
@@ -118,9 +117,7 @@ CUresult fg_graph_mem_run(const struct fg_mem_node *nodes, int n, bool launch)
         allocs_put((struct fg_alloc){m->dptr, m->bytes, m->physical, FG_GRAPH, NULL});
     }
     pthread_mutex_unlock(&lock);
-    const char *delay = getenv("FAKEGPU_GRAPH_DELAY_US");
-    if (delay != NULL)
-        usleep((useconds_t)strtoul(delay, NULL, 10));
+    fg_delay_us("FAKEGPU_GRAPH_DELAY_US");
     for (int i = 0; launch && i < n; i++)
         if (nodes[i].kind == FG_MEM_FREE)
             fg_free(nodes[i].dptr, KIND(FG_GRAPH));

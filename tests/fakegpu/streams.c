@@ -14,7 +14,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "driver.h"
 #include "fakegpu.h"
@@ -157,15 +156,6 @@ static uint64_t growth_unit(void)
     return mib ? mib << 20 : FG_POOL_CHUNK;
 }
 
-/* FAKEGPU_POOL_DELAY_US: see the top. */
-static void pool_delay(void)
-{
-    const char *v = getenv("FAKEGPU_POOL_DELAY_US");
-    uint64_t us = v ? strtoull(v, NULL, 10) : 0;
-    if (us)
-        usleep((useconds_t)us);
-}
-
 /* As the driver: a fork child owns none of its parent's pool memory. */
 static void forget_pools_in_child(void)
 {
@@ -246,7 +236,7 @@ static CUresult pool_allocate(uint64_t *dptr, uint64_t bytes, struct fg_pool *p)
     if (dptr == NULL || bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t need = chunked(bytes);
-    pool_delay();
+    fg_delay_us("FAKEGPU_POOL_DELAY_US");
     pthread_mutex_lock(&pools_lock);
     if (p->reserved - p->used < need) {
         uint64_t grow = round_up(p->used + need - p->reserved, growth_unit());
@@ -363,7 +353,7 @@ EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep)
     pthread_mutex_lock(&pools_lock);
     shrink(p, keep);
     pthread_mutex_unlock(&pools_lock);
-    pool_delay();
+    fg_delay_us("FAKEGPU_POOL_DELAY_US");
     return CUDA_SUCCESS;
 }
 

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "driver.h"
 #include "fakegpu.h"
@@ -113,9 +112,7 @@ EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
     if (m == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     physical_put(m);
-    const char *delay = getenv("FAKEGPU_VMM_RELEASE_DELAY_US");
-    if (delay != NULL)
-        usleep((useconds_t)strtoul(delay, NULL, 10));
+    fg_delay_us("FAKEGPU_VMM_RELEASE_DELAY_US");
     return CUDA_SUCCESS;
 }
 
