@@ -315,8 +315,8 @@ bool region_join(struct vgpu_region *r, const struct vgpu_attach_options *opts)
     memcpy(r->limits, opts->limits, sizeof r->limits);
     memcpy(r->sm_limits, opts->sm_limits, sizeof r->sm_limits);
     memset(r->own_in, 0, sizeof r->own_in); /* a fresh process holds nothing */
-    memset(r->reclaiming, 0, sizeof r->reclaiming); /* nor reclaims */
     memset(r->own_out, 0, sizeof r->own_out);
+    memset(r->reclaiming, 0, sizeof r->reclaiming); /* nor reclaims */
     r->move_gate = 0;
     atomic_store_n(&r->local, 0, RELAXED); /* no other thread uses r here */
     atomic_store_n(&r->lost, 0, RELAXED);
