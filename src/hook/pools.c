@@ -33,7 +33,8 @@
  *    grown past the limit and gives it back, refused.
  *
  * Allocations are charged to the pool's device (cuMemAllocAsync: the
- * stream's device's current pool), whatever the current context, and from
+ * stream's device's current pool, read once: the driver is asked for that
+ * pool by name), whatever the current context, and from
  * threads that have none. A pool whose reserved size cannot be read is
  * charged what is live in it (one log line). Pools shared from another
  * process (cuMemPoolImportFromShareableHandle) are the exporter's. */
@@ -473,15 +474,30 @@ static CUmemoryPool current_pool(int dev)
     return pool;
 }
 
+/* cuMemAllocAsync from the pool vgpu read as current and charges: the
+ * driver would read the current pool again, and another thread may have
+ * made another pool current meanwhile (cuDeviceSetMemPool), which would
+ * grow uncharged. No pool (none read, or the stream is being captured):
+ * the driver's own cuMemAllocAsync. */
+/* cuMemAllocAsync's pool: the current one of the stream's device, except
+ * while the stream is captured (none: the capture's memory node is the
+ * driver's cuMemAllocAsync, as the program asked). */
+static CUmemoryPool pool_to_charge(int dev, CUstream s)
+{
+    return dev < 0 || capturing(s) ? NULL : current_pool(dev);
+}
+
 static CUresult real_async(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
 {
-    (void)p;
+    if (p != NULL && REAL(cuMemAllocFromPoolAsync) != NULL)
+        return REAL(cuMemAllocFromPoolAsync)(d, b, p, s);
     return REAL(cuMemAllocAsync)(d, b, s);
 }
 
 static CUresult real_async_ptsz(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
 {
-    (void)p;
+    if (p != NULL && REAL(cuMemAllocFromPoolAsync_ptsz) != NULL)
+        return REAL(cuMemAllocFromPoolAsync_ptsz)(d, b, p, s);
     return REAL(cuMemAllocAsync_ptsz)(d, b, s);
 }
 
@@ -509,7 +525,7 @@ EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
 {
     NEED(cuMemAllocAsync);
     int dev = charge_nested() ? -1 : stream_device(s);
-    return pool_alloc(dptr, bytes, current_pool(dev), dev, s, real_async,
+    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s, real_async,
                       real_free_async);
 }
 
@@ -517,7 +533,7 @@ EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s
 {
     NEED(cuMemAllocAsync_ptsz);
     int dev = charge_nested() ? -1 : stream_device(s);
-    return pool_alloc(dptr, bytes, current_pool(dev), dev, s, real_async_ptsz,
+    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s, real_async_ptsz,
                       real_free_async_ptsz);
 }
 

@@ -10,7 +10,9 @@
  * counts reserved bytes, as NVML does. A stream-ordered free takes effect
  * at the call. FAKEGPU_POOL_DELAY_US=n: a pool allocation waits n us before
  * it takes its memory, and cuMemPoolTrimTo n us after it gave memory back
- * (to widen a race for a test). Work on streams and events: exec.c. */
+ * (to widen a race for a test); FAKEGPU_GET_POOL_DELAY_US=n: cuDeviceGetMemPool
+ * waits n us after it read the current pool. Work on streams and events:
+ * exec.c. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +298,7 @@ EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev)
     CUresult rc = fg_need_device(dev);
     if (rc == CUDA_SUCCESS)
         *pool = (CUmemoryPool)current_pool(dev);
+    fg_delay_us("FAKEGPU_GET_POOL_DELAY_US");
     return rc;
 }
 
