@@ -434,10 +434,12 @@ bool lifecycle_heal_alone(struct vgpu_region *r)
         (self != NULL && self->depth > 0))
         return false;
     /* One thread of the process at a time: the lock below is the open file
-     * description's, shared by all of them. Acquire: see what the previous
-     * healer wrote (its release below). */
+     * description's, shared by all of them. Seq_cst: an exit that shuts
+     * the gate and then reads healing 0 (heal_finished) comes before this
+     * in the total order, so close_gate below finds the gate shut; it is
+     * also an acquire of what the previous healer wrote (its release). */
     int idle = 0;
-    if (!atomic_cas(&r->healing, &idle, 1, ACQUIRE, RELAXED))
+    if (!atomic_cas(&r->healing, &idle, 1, __ATOMIC_SEQ_CST, RELAXED))
         return false;
     /* Write on the attach byte, converted from our read lock without
      * waiting: granted only while no other process is attached (each holds
@@ -452,6 +454,25 @@ bool lifecycle_heal_alone(struct vgpu_region *r)
     }
     atomic_store_n(&r->healing, 0, RELEASE);
     return healed;
+}
+
+/* After the gate is shut: wait, at most wait_ms, for a heal in progress
+ * on another thread (it reads and writes our slot's totals, which the
+ * release empties and gives back); false if it did not finish. A heal
+ * that starts later finds the gate shut and does nothing. */
+static bool heal_finished(struct vgpu_region *r, int wait_ms)
+{
+    for (int i = 0; i < 1000 + wait_ms; i++) {
+        /* Seq_cst: after close_gate's store in the total order (see
+         * lifecycle_heal_alone); an acquire of the healer's writes. */
+        if (atomic_load_n(&r->healing, __ATOMIC_SEQ_CST) == 0)
+            return true;
+        if (i < 1000)
+            sched_yield(); /* a heal takes microseconds */
+        else
+            pause_ms(1);
+    }
+    return false;
 }
 
 /* ---- Leaving ---- */
@@ -474,7 +495,7 @@ static void release_locked(struct vgpu_region *r)
         r->slot = -1;
         return;
     }
-    if (!close_gate(r, GATE_SHUT, EXIT_WAIT_MS)) {
+    if (!close_gate(r, GATE_SHUT, EXIT_WAIT_MS) || !heal_finished(r, EXIT_WAIT_MS)) {
         log_warn("exit: a thread is still charging after %d ms; slot %d is "
                  "reclaimed after this process ends", EXIT_WAIT_MS, r->slot);
         return;
