@@ -172,7 +172,7 @@ static bool leave_file(struct vgpu_region *r, const char *why)
                                     .ops = r->ops, .slot = slot,
                                     .holds_attach = r->holds_attach};
         memcpy(old->path, r->path, sizeof old->path);
-        vgpu_region_release_slot(old);
+        slot_release(old); /* not vgpu_region_release_slot: a view, untracked */
     }
     free(old);
     if (mremap(fresh, VGPU_FILE_SIZE, VGPU_FILE_SIZE,
@@ -303,9 +303,12 @@ static void renumber(struct vgpu_region *r, const int map[VGPU_MAX_DEVICES])
     }
 }
 
+/* t's slot goes back (and what was carried into it leaves its devices),
+ * then t's file. t is a join of our own, untracked: nothing else runs on
+ * it. */
 static void drop_joined(struct vgpu_region *t)
 {
-    vgpu_region_release_slot(t);
+    slot_release(t);
     munmap(t->base, VGPU_FILE_SIZE);
     close(t->fd);
 }

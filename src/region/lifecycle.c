@@ -502,11 +502,7 @@ static void release_locked(struct vgpu_region *r)
     }
     if (r->slot < 0)
         return;
-    if (r->ops->slots_enter)
-        r->ops->slots_enter(r);
     slot_release(r);
-    if (r->ops->slots_exit)
-        r->ops->slots_exit(r);
 }
 
 void vgpu_region_release_slot(struct vgpu_region *r)
