@@ -82,6 +82,7 @@ static void after_fork_child(void)
     /* Single-threaded here, but other parent threads may have held these
      * locks at the fork: they are made anew, never taken. */
     ledger_reset_after_fork(); /* the parent's allocations are not the child's */
+    releases_reset_after_fork();
     pthread_mutex_init(&view_lock, NULL);
 }
 

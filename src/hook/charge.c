@@ -5,6 +5,8 @@
 
 #include <time.h>
 
+#include "atomic.h"
+
 #include "clock.h"
 
 #include "hook/account.h"
@@ -119,22 +121,67 @@ void charge_end(struct charge *c, bool ok, enum ledger_space space,
         ledger_put(space, key, (struct ledger_entry){c->dev, c->kind, c->bytes, 0});
 }
 
+/* Releases begun and ended in this process, ever. */
+static uint64_t releases_begun, releases_ended;
+
+void release_begin(void)
+{
+    /* Seq_cst: counted before the driver frees anything; a reader whose
+     * later NVML reading shows the memory gone (the free and the reading
+     * meet in the kernel, or in the simulated driver's release/acquire)
+     * then finds the count moved (releases_none_since, seq_cst). */
+    atomic_add(&releases_begun, 1, __ATOMIC_SEQ_CST);
+}
+
+void release_end(void)
+{
+    /* Release: the uncharge before it is seen by a mark that reads this
+     * count (acquire in releases_mark). */
+    atomic_add(&releases_ended, 1, RELEASE);
+}
+
+bool releases_mark(uint64_t *mark)
+{
+    /* Ended first (acquire: the later load stays after it): if as many
+     * had begun by the second load as had ended by the first, none that
+     * began before the mark is still in flight. */
+    uint64_t ended = atomic_load_n(&releases_ended, ACQUIRE);
+    *mark = atomic_load_n(&releases_begun, __ATOMIC_SEQ_CST); /* see release_begin */
+    return *mark == ended;
+}
+
+bool releases_none_since(uint64_t mark)
+{
+    return atomic_load_n(&releases_begun, __ATOMIC_SEQ_CST) == mark; /* as above */
+}
+
+void releases_reset_after_fork(void)
+{
+    /* One thread: the parent's other threads, and their releases, are
+     * not here. Relaxed: nothing else runs. */
+    atomic_store_n(&releases_ended, atomic_load_n(&releases_begun, RELAXED), RELAXED);
+}
+
 CUresult charge_free(enum ledger_space space, uint64_t key,
                      driver_free_fn free_fn, void *arg)
 {
     struct ledger_entry e;
     bool known = ledger_take(space, key, &e);
+    /* A pool allocation goes back to its pool's cache: NVML does not move. */
+    bool release = known && !e.pool;
+    if (release)
+        release_begin();
     in_driver++;
     CUresult rc = free_fn(key, arg);
     in_driver--;
-    if (!known)
-        return rc;
-    if (rc == CUDA_SUCCESS && e.pool)
+    if (rc == CUDA_SUCCESS && known && e.pool)
         pools_freed(&e); /* back to its pool's cache */
-    else if (rc == CUDA_SUCCESS)
+    else if (rc == CUDA_SUCCESS && known)
         vgpu_region_uncharge(account_region(), e.dev, e.bytes, e.kind);
-    else
+    else if (known)
         ledger_put(space, key, e); /* still allocated: still charged */
+    if (release)
+        release_end();
     return rc;
 }
 

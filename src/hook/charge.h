@@ -55,6 +55,27 @@ typedef CUresult (*driver_free_fn)(uint64_t key, void *arg);
 CUresult charge_free(enum ledger_space space, uint64_t key,
                      driver_free_fn free_fn, void *arg);
 
+/* Releases: driver calls that give charged memory back. The memory leaves
+ * NVML's figure when the driver frees it and is uncharged after the call
+ * returns, so a reading of NVML compared with this process's charges (a
+ * context's measurement, the reconciliation) is void if a release was in
+ * flight when it was marked or began before it ended. release_begin before
+ * the driver call, release_end after the uncharge, on the same thread.
+ * Counted: frees of charged memory (charge_free), VMM releases and unmaps,
+ * primary context releases and resets, pool trims and destruction, graph
+ * memory trims and executable graphs destroyed. Not counted: what a
+ * synchronization releases of a pool's cache above its release threshold
+ * (bracketing every synchronization would void readings for as long as a
+ * thread waits on the GPU); that cache is uncharged at the next settle. */
+void release_begin(void);
+void release_end(void);
+/* Mark now; false if a release is in flight (the reading would be void). */
+bool releases_mark(uint64_t *mark);
+/* No release began since the mark. */
+bool releases_none_since(uint64_t mark);
+/* In a fork child: the parent's releases in flight are not the child's. */
+void releases_reset_after_fork(void);
+
 /* The driver freed everything of a context on dev (a reset): forget and
  * return every data charge this process recorded there. */
 void charge_drop_device(int dev);

@@ -210,6 +210,7 @@ static CUresult after(CUresult (*real)(CUdevice), CUdevice dev, bool reset)
     if (spatial_nested()) /* the driver's, for the green context it destroys */
         return real(dev);
     bool ours = accounted(dev);
+    release_begin(); /* the context's memory may go (see charge.h) */
     CUresult rc = real(dev);
     if (rc == CUDA_SUCCESS && reset)
         spatial_reset(dev);
@@ -217,6 +218,7 @@ static CUresult after(CUresult (*real)(CUdevice), CUdevice dev, bool reset)
         spatial_released(dev);
     if (rc == CUDA_SUCCESS && ours)
         released(dev, reset);
+    release_end();
     return rc;
 }
 

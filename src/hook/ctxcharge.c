@@ -95,6 +95,7 @@ static void claim_or_guess(struct ctx_charge *cc, struct vgpu_region *r, int dev
     if (cc->guess)
         return;
     vgpu_region_process_mark(r, dev, &cc->mine);
+    cc->quiet = releases_mark(&cc->releases);
     cc->measuring = nvml_list_read(dev, &cc->before);
     if (!cc->measuring) {
         vgpu_region_unclaim_context(r, dev, cc->claim); /* the next may */
@@ -126,14 +127,16 @@ bool ctx_charge_begin(struct ctx_charge *cc, int dev)
 }
 
 /* This process's growth on dev across the creation, if it can be told
- * apart: our pid known or learned, and no other charge of this process
- * moved meanwhile. */
+ * apart: our pid known or learned, no other charge of this process moved
+ * meanwhile, and no memory of it left the driver uncharged yet (a release
+ * in flight: NVML would show the process shrunk by it). */
 static bool measure(struct ctx_charge *cc, uint64_t *bytes)
 {
     int dev = cc->c.dev;
     struct nvml_list after;
     if (!nvml_list_read(dev, &after) ||
-        !vgpu_region_process_unmoved(account_region(), dev, &cc->mine))
+        !vgpu_region_process_unmoved(account_region(), dev, &cc->mine) ||
+        !cc->quiet || !releases_none_since(cc->releases))
         return false;
     uint64_t was = 0, now = 0;
     if (!nvml_self_pid_known() && !nvml_self_learn(&cc->before, &after, 0))

@@ -40,6 +40,8 @@ struct ctx_charge {
     bool guess;              /* not known, another measures: charged the guess */
     uint64_t claim;          /* our claim on the measurement (0: none) */
     struct vgpu_process_mark mine; /* this process's charges at begin */
+    bool quiet;              /* no release in flight at begin (charge.h) */
+    uint64_t releases;       /* the releases' mark at begin */
     struct nvml_list before; /* NVML's list before the creation */
 };
 

@@ -290,12 +290,14 @@ uint64_t graphmem_give_back(int dev)
     if (dev < 0 || dev >= VGPU_MAX_DEVICES || REAL(cuDeviceGraphMemTrim) == NULL ||
         atomic_load_n(&charged[dev], RELAXED) == 0) /* a hint: nothing charged */
         return 0;
+    release_begin(); /* the graph pool's cache goes (see charge.h) */
     REAL(cuDeviceGraphMemTrim)(dev);
     lock_graphs();
     uint64_t before = charged[dev];
     settle(dev, false);
     uint64_t after = charged[dev];
     pthread_mutex_unlock(&lock);
+    release_end();
     return before > after ? before - after : 0;
 }
 
@@ -446,11 +448,13 @@ EXPORT CUresult cuGraphExecDestroy(CUgraphExec exec)
             atomic_sub(&remembered, 1, RELAXED); /* a hint */
         pthread_mutex_unlock(&lock);
     }
+    if (n == NULL)
+        return REAL(cuGraphExecDestroy)(exec);
+    release_begin(); /* the driver may release its memory (see charge.h) */
     CUresult rc = REAL(cuGraphExecDestroy)(exec);
-    if (n != NULL) {
-        settle_devices(n, false); /* the driver may have released its memory */
-        free(n);
-    }
+    settle_devices(n, false);
+    free(n);
+    release_end();
     return rc;
 }
 
@@ -468,8 +472,10 @@ static void settle_device(CUresult rc, CUdevice dev)
 EXPORT CUresult cuDeviceGraphMemTrim(CUdevice dev)
 {
     NEED(cuDeviceGraphMemTrim);
+    release_begin(); /* the graph pool's cache goes (see charge.h) */
     CUresult rc = REAL(cuDeviceGraphMemTrim)(dev);
     settle_device(rc, dev);
+    release_end();
     return rc;
 }
 

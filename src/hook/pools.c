@@ -254,6 +254,7 @@ static uint64_t trim_locked(struct pool *p, CUmemoryPool handle, size_t keep,
     CUresult r = CUDA_ERROR_INVALID_VALUE;
     bool live = !p->destroyed && p->handle == handle;
     if (live) {
+        release_begin(); /* the cache may go (see charge.h) */
         pthread_mutex_unlock(&lock);
         r = REAL(cuMemPoolTrimTo) ? REAL(cuMemPoolTrimTo)(handle, keep)
                                   : CUDA_ERROR_NOT_SUPPORTED;
@@ -262,6 +263,8 @@ static uint64_t trim_locked(struct pool *p, CUmemoryPool handle, size_t keep,
     uint64_t before = p->charged;
     if (live && !p->destroyed)
         settle(p);
+    if (live)
+        release_end();
     uint64_t after = p->charged;
     p->trimming--;
     pthread_cond_broadcast(&idle); /* the reserves it held back */
@@ -601,17 +604,19 @@ EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
 EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
 {
     NEED(cuMemPoolDestroy);
+    release_begin(); /* its cache goes (see charge.h) */
     CUresult rc = REAL(cuMemPoolDestroy)(pool);
-    if (rc != CUDA_SUCCESS)
-        return rc;
-    lock_pools();
-    struct pool *p = find(pool);
-    if (p != NULL) {
-        p->destroyed = true; /* its cache went with it */
-        settle(p);
-        recycle(p);
+    if (rc == CUDA_SUCCESS) {
+        lock_pools();
+        struct pool *p = find(pool);
+        if (p != NULL) {
+            p->destroyed = true; /* its cache went with it */
+            settle(p);
+            recycle(p);
+        }
+        pthread_mutex_unlock(&lock);
     }
-    pthread_mutex_unlock(&lock);
+    release_end();
     return rc;
 }
 

@@ -82,17 +82,22 @@ static void reconcile(struct vgpu_region *r, int dev, bool learn)
      * What it is compared with is the charges marked before the reading:
      * read after it, a free uncharged since (NVML still showing it) would
      * be charged as the driver's own memory (hook_reconcile_race). */
+    /* Likewise a release in flight (charge.h): NVML shows its memory gone
+     * before it is uncharged, and the driver's own memory would look less. */
     struct vgpu_process_mark mark;
     vgpu_region_process_mark(r, dev, &mark);
-    if (!nvml_list_read(dev, &l) || !vgpu_region_process_unmoved(r, dev, &mark))
+    uint64_t releases;
+    if (!releases_mark(&releases) || !nvml_list_read(dev, &l) ||
+        !vgpu_region_process_unmoved(r, dev, &mark) || !releases_none_since(releases))
         return;
     if (!nvml_self_pid_known() && !learn)
         return;
     if (!nvml_self_pid_known()) {
         learn_pid(r, dev, &l);
         vgpu_region_process_mark(r, dev, &mark); /* the probe's charge moved */
-        if (!nvml_self_pid_known() || !nvml_list_read(dev, &l) ||
-            !vgpu_region_process_unmoved(r, dev, &mark))
+        if (!nvml_self_pid_known() || !releases_mark(&releases) ||
+            !nvml_list_read(dev, &l) || !vgpu_region_process_unmoved(r, dev, &mark) ||
+            !releases_none_since(releases))
             return;
     }
     uint64_t held = 0;

@@ -178,13 +178,15 @@ EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
     lock_vmm();
     struct memory *m = take_handle(handle);
     pthread_mutex_unlock(&lock);
-    CUresult rc = REAL(cuMemRelease)(handle);
     if (m == NULL)
-        return rc;
+        return REAL(cuMemRelease)(handle);
+    release_begin(); /* its memory may go (see charge.h) */
+    CUresult rc = REAL(cuMemRelease)(handle);
     lock_vmm();
     if (rc == CUDA_SUCCESS || !handle_kept(rc, handle, m))
         put(m);
     pthread_mutex_unlock(&lock);
+    release_end();
     return rc;
 }
 
@@ -230,9 +232,12 @@ static struct u64map_slot *mapping_at(uint64_t va)
 EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
 {
     NEED(cuMemUnmap);
+    release_begin(); /* a last mapping's memory may go (see charge.h) */
     CUresult rc = REAL(cuMemUnmap)(ptr, size);
-    if (rc != CUDA_SUCCESS)
+    if (rc != CUDA_SUCCESS) {
+        release_end();
         return rc;
+    }
     /* The range covers whole mappings, one after the other; if the walk
      * meets an address it does not know, every mapping starting in the
      * rest of the range goes. */
@@ -252,6 +257,7 @@ EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
         }
     }
     pthread_mutex_unlock(&lock);
+    release_end();
     return rc;
 }
 

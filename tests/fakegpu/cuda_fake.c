@@ -665,6 +665,8 @@ CUresult fg_free(uint64_t key, int kinds)
         fg_graph_mem_free(&a); /* back to the graph pool's cache */
     else if (a.kind != FG_MANAGED && a.kind != FG_RESERVE)
         fg_release(a.dev, a.size);
+    /* Gone from the ledger (and NVML) before the call returns. */
+    fg_delay_us("FAKEGPU_FREE_DELAY_US");
     return CUDA_SUCCESS;
 }
 
