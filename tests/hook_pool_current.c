@@ -41,8 +41,37 @@ static void check_charged(const char *when)
           when, (unsigned long long)(fakegpu_device_peak(0) / MiB));
 }
 
-int main(void)
+/* Where the stream's device cannot be asked (a driver before CUDA 12.8
+ * lacks cuStreamGetDevice), it is guessed as the current context's: the
+ * driver must then still choose the pool, on the stream's own device. */
+static void stream_of_another_device(void)
 {
+    CUcontext c0 = fakegpu_context(0);
+    fakegpu_context(1); /* current now */
+    CUstream s1;
+    CU_OK(cuStreamCreate(&s1, 0)); /* device 1's */
+    CU_OK(cuCtxSetCurrent(c0));
+    setenv("FAKEGPU_FAIL", "cuStreamGetDevice", 1);
+    CUdeviceptr p;
+    CU_OK(cuMemAllocAsync(&p, 256 * MiB, s1));
+    unsetenv("FAKEGPU_FAIL");
+    CHECK(fakegpu_device_used(1) >= 256 * MiB && fakegpu_device_used(0) == 0,
+          "allocated on the stream's device: device 0 %llu MiB, device 1 %llu MiB",
+          (unsigned long long)(fakegpu_device_used(0) / MiB),
+          (unsigned long long)(fakegpu_device_used(1) / MiB));
+    CU_OK(cuMemFreeAsync(p, s1));
+    CU_OK(cuStreamSynchronize(s1));
+    CU_OK(cuStreamDestroy_v2(s1));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "guessed") == 0) {
+        hook_fresh(2, "8g", "4g");
+        stream_of_another_device();
+        printf("hook_pool_current guessed: ok\n");
+        return 0;
+    }
     hook_fresh(1, "8g", "1g");
     unsetenv("FAKEGPU_GET_POOL_DELAY_US");
     ctx = fakegpu_context(0);

@@ -57,10 +57,13 @@ CUresult charge_free(enum ledger_space space, uint64_t key,
 
 /* Releases: driver calls that give charged memory back. The memory leaves
  * NVML's figure when the driver frees it and is uncharged after the call
- * returns, so a reading of NVML compared with this process's charges (a
- * context's measurement, the reconciliation) is void if a release was in
- * flight when it was marked or began before it ended. release_begin before
- * the driver call, release_end after the uncharge, on the same thread.
+ * returns, so a context's measurement (NVML's growth across a creation,
+ * published for the whole container) is void if a release was in flight
+ * when it was marked or began before it ended: the guess stays (an
+ * over-count). The reconciliation does not wait for them (reconcile.c says
+ * why). release_begin before the driver call, release_end after the
+ * uncharge, on the same thread; a thread cancelled or longjmp'd out in
+ * between leaves every later measurement of the process void.
  * Counted: frees of charged memory (charge_free), VMM releases and unmaps,
  * primary context releases and resets, pool trims and destruction, graph
  * memory trims and executable graphs destroyed. Not counted: what a

@@ -325,12 +325,15 @@ static bool default_stream(CUstream s)
 
 /* The device a stream runs on; the default streams are the current
  * context's. -1: unknown. */
-static int stream_device(CUstream s)
+static int stream_device(CUstream s, bool *exact)
 {
     CUdevice dev;
-    if (!default_stream(s) && REAL(cuStreamGetDevice) &&
-        REAL(cuStreamGetDevice)(s, &dev) == CUDA_SUCCESS)
+    *exact = true; /* a default stream is the current context's */
+    if (default_stream(s))
+        return account_current_device();
+    if (REAL(cuStreamGetDevice) && REAL(cuStreamGetDevice)(s, &dev) == CUDA_SUCCESS)
         return dev;
+    *exact = false; /* a driver before CUDA 12.8: the current context's, a guess */
     return account_current_device();
 }
 
@@ -348,7 +351,8 @@ static int pool_device(CUmemoryPool handle, CUstream s)
                 flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
                 return d;
         }
-    return stream_device(s);
+    bool exact;
+    return stream_device(s, &exact);
 }
 
 static struct pool *known(CUmemoryPool handle, int dev)
@@ -490,17 +494,33 @@ static CUmemoryPool pool_to_charge(int dev, CUstream s)
     return dev < 0 || capturing(s) ? NULL : current_pool(dev);
 }
 
-static CUresult real_async(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+static CUresult real_async_named(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
 {
     if (p != NULL && REAL(cuMemAllocFromPoolAsync) != NULL)
         return REAL(cuMemAllocFromPoolAsync)(d, b, p, s);
     return REAL(cuMemAllocAsync)(d, b, s);
 }
 
-static CUresult real_async_ptsz(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+static CUresult real_async_named_ptsz(CUdeviceptr *d, size_t b, CUmemoryPool p,
+                                      CUstream s)
 {
     if (p != NULL && REAL(cuMemAllocFromPoolAsync_ptsz) != NULL)
         return REAL(cuMemAllocFromPoolAsync_ptsz)(d, b, p, s);
+    return REAL(cuMemAllocAsync_ptsz)(d, b, s);
+}
+
+/* The stream's device is a guess (a driver without cuStreamGetDevice):
+ * the driver chooses the pool, as the program asked; naming the guessed
+ * device's pool could put the memory on another GPU than the stream's. */
+static CUresult real_async(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+{
+    (void)p;
+    return REAL(cuMemAllocAsync)(d, b, s);
+}
+
+static CUresult real_async_ptsz(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
+{
+    (void)p;
     return REAL(cuMemAllocAsync_ptsz)(d, b, s);
 }
 
@@ -527,16 +547,19 @@ static CUresult real_free_async_ptsz(CUdeviceptr p, CUstream s)
 EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
 {
     NEED(cuMemAllocAsync);
-    int dev = charge_nested() ? -1 : stream_device(s);
-    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s, real_async,
-                      real_free_async);
+    bool exact = false;
+    int dev = charge_nested() ? -1 : stream_device(s, &exact);
+    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s,
+                      exact ? real_async_named : real_async, real_free_async);
 }
 
 EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
 {
     NEED(cuMemAllocAsync_ptsz);
-    int dev = charge_nested() ? -1 : stream_device(s);
-    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s, real_async_ptsz,
+    bool exact = false;
+    int dev = charge_nested() ? -1 : stream_device(s, &exact);
+    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s,
+                      exact ? real_async_named_ptsz : real_async_ptsz,
                       real_free_async_ptsz);
 }
 

@@ -82,22 +82,23 @@ static void reconcile(struct vgpu_region *r, int dev, bool learn)
      * What it is compared with is the charges marked before the reading:
      * read after it, a free uncharged since (NVML still showing it) would
      * be charged as the driver's own memory (hook_reconcile_race). */
-    /* Likewise a release in flight (charge.h): NVML shows its memory gone
-     * before it is uncharged, and the driver's own memory would look less. */
+    /* A release in flight (charge.h) is not waited for: NVML shows its
+     * memory gone before it is uncharged, so the driver's own memory looks
+     * less by it until the next round, while the charges match what the
+     * GPU holds at the reading. Voiding such rounds would void nearly all
+     * of them in a program whose threads free while kernels run (a free
+     * waits for the device), and leave the driver's memory uncharged. */
     struct vgpu_process_mark mark;
     vgpu_region_process_mark(r, dev, &mark);
-    uint64_t releases;
-    if (!releases_mark(&releases) || !nvml_list_read(dev, &l) ||
-        !vgpu_region_process_unmoved(r, dev, &mark) || !releases_none_since(releases))
+    if (!nvml_list_read(dev, &l) || !vgpu_region_process_unmoved(r, dev, &mark))
         return;
     if (!nvml_self_pid_known() && !learn)
         return;
     if (!nvml_self_pid_known()) {
         learn_pid(r, dev, &l);
         vgpu_region_process_mark(r, dev, &mark); /* the probe's charge moved */
-        if (!nvml_self_pid_known() || !releases_mark(&releases) ||
-            !nvml_list_read(dev, &l) || !vgpu_region_process_unmoved(r, dev, &mark) ||
-            !releases_none_since(releases))
+        if (!nvml_self_pid_known() || !nvml_list_read(dev, &l) ||
+            !vgpu_region_process_unmoved(r, dev, &mark))
             return;
     }
     uint64_t held = 0;

@@ -156,12 +156,16 @@ static bool leave_file(struct vgpu_region *r, const char *why)
 {
     if (!gate_close(r))
         return false;
-    int slot = r->slot;
     void *fresh = local_build(r);
-    if (fresh == NULL) {
+    if (fresh == NULL || !lifecycle_hold_exit(r)) {
+        if (fresh != NULL)
+            munmap(fresh, VGPU_FILE_SIZE);
         gate_reopen(r);
         return false;
     }
+    /* Exit is held off from here to the swap: it would give the slot back
+     * in the old file too, perhaps after another process took it. */
+    int slot = r->slot;
     /* Return our charges to the region we leave (others may still use it),
      * unless its pages are gone; through a view, as r keeps its slot index
      * for the local region. */
@@ -172,7 +176,10 @@ static bool leave_file(struct vgpu_region *r, const char *why)
                                     .ops = r->ops, .slot = slot,
                                     .holds_attach = r->holds_attach};
         memcpy(old->path, r->path, sizeof old->path);
-        slot_release(old); /* not vgpu_region_release_slot: a view, untracked */
+        /* A view, untracked: not vgpu_region_release_slot (which would
+         * return at once). Without the mode's slot-table lock, which a
+         * move under its gate must not wait for. */
+        slot_release(old);
     }
     free(old);
     if (mremap(fresh, VGPU_FILE_SIZE, VGPU_FILE_SIZE,
@@ -183,6 +190,7 @@ static bool leave_file(struct vgpu_region *r, const char *why)
     }
     close(r->fd);
     r->fd = -1;
+    lifecycle_allow_exit();
     r->holds_attach = false;
     atomic_store_n(&r->local, 1, RELAXED); /* read under the gate */
     gate_reopen(r);
@@ -305,7 +313,7 @@ static void renumber(struct vgpu_region *r, const int map[VGPU_MAX_DEVICES])
 
 /* t's slot goes back (and what was carried into it leaves its devices),
  * then t's file. t is a join of our own, untracked: nothing else runs on
- * it. */
+ * it (and the mode's slot-table lock is not waited for, as in leave_file). */
 static void drop_joined(struct vgpu_region *t)
 {
     slot_release(t);
@@ -343,6 +351,14 @@ static bool rejoin(struct vgpu_region *r)
         drop_joined(t);
         joined = false;
     }
+    /* Exit is held off from here to the swap: it would give back r's old
+     * slot index in t, another process's slot there. */
+    bool held = joined && lifecycle_hold_exit(r);
+    if (joined && !held) {
+        drop_joined(t);
+        gate_reopen(r);
+        joined = false;
+    }
     int map[VGPU_MAX_DEVICES];
     if (joined) {
         carry_over(t, r, map);
@@ -360,6 +376,7 @@ static bool rejoin(struct vgpu_region *r)
             r->file_ino = t->file_ino;
             atomic_store_n(&r->local, 0, RELAXED); /* read under the gate */
         }
+        lifecycle_allow_exit();
         gate_reopen(r);
         if (joined)
             log_warn("region %s joined again; %llu bytes of this process "

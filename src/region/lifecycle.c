@@ -502,13 +502,37 @@ static void release_locked(struct vgpu_region *r)
     }
     if (r->slot < 0)
         return;
+    if (r->ops->slots_enter)
+        r->ops->slots_enter(r); /* the mode's slot-table lock, if any */
     slot_release(r);
+    if (r->ops->slots_exit)
+        r->ops->slots_exit(r);
 }
 
 void vgpu_region_release_slot(struct vgpu_region *r)
 {
     pthread_mutex_lock(&handles_lock);
     release_locked(r);
+    pthread_mutex_unlock(&handles_lock);
+}
+
+bool lifecycle_hold_exit(struct vgpu_region *r)
+{
+    /* Try only: exit holds handles_lock while it waits (at most a second)
+     * for operations, which may wait on the move's gate. */
+    if (pthread_mutex_trylock(&handles_lock) != 0)
+        return false;
+    /* Relaxed: exit writes both under handles_lock, which we hold. */
+    if (atomic_load_n(&r->closing, RELAXED) == GATE_SHUT ||
+        atomic_load_n(&r->slot, RELAXED) < 0) {
+        pthread_mutex_unlock(&handles_lock);
+        return false;
+    }
+    return true;
+}
+
+void lifecycle_allow_exit(void)
+{
     pthread_mutex_unlock(&handles_lock);
 }
 

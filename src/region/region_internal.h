@@ -146,6 +146,8 @@ bool region_initialize(int fd, const struct vgpu_attach_options *opts,
 
 /* Slots (slots.c). */
 int slot_claim(struct vgpu_region *r);
+/* Give r's slot back (the caller holds the mode's slot-table lock where
+ * it needs one: exit does; a move does not wait for it). */
 void slot_release(struct vgpu_region *r);
 bool slot_owner_alive(struct vgpu_region *r, int i);
 bool slot_try_reclaim(struct vgpu_region *r, int i);
@@ -215,6 +217,12 @@ void lifecycle_leave(struct vgpu_region *r);
  * attached, pause its own operations and heal what killed processes left
  * counted (region_heal_alive). True if something was healed. */
 bool lifecycle_heal_alone(struct vgpu_region *r);
+/* A move (failover.c) swaps r's file and slot while exit may be giving
+ * that slot back: hold exit off for the swap. False, holding nothing, if
+ * exit has begun or is under way (or the lock is busy a moment): the move
+ * waits for the next check. Never waits. */
+bool lifecycle_hold_exit(struct vgpu_region *r);
+void lifecycle_allow_exit(void);
 /* slots.c: with every other process gone and our operations paused,
  * reclaim every other slot and set each device's counter to what our
  * slot holds. True if a counter came down. */

@@ -127,13 +127,9 @@ void slot_release(struct vgpu_region *r)
     int i = r->slot;
     if (i < 0)
         return;
-    if (r->ops->slots_enter)
-        r->ops->slots_enter(r); /* the mode's own slot-table lock, if any */
     empty_slot(r, i, atomic_load_n(&r->ext->slots[i].word, RELAXED)); /* ours */
     byte_unlock(r->fd, LOCK_SLOT(i));
     atomic_store_n(&r->slot, -1, RELAXED); /* read outside gates too */
-    if (r->ops->slots_exit)
-        r->ops->slots_exit(r);
 }
 
 bool slot_owner_alive(struct vgpu_region *r, int i)

@@ -70,6 +70,7 @@ static int stream_ordinal(CUstream stream)
 
 EXPORT CUresult cuStreamGetDevice(CUstream stream, CUdevice *dev)
 {
+    FAIL_POINT("cuStreamGetDevice"); /* as a driver before CUDA 12.8 lacks it */
     int ordinal = stream_ordinal(stream);
     if (dev == NULL)
         return CUDA_ERROR_INVALID_VALUE;
