@@ -19,6 +19,8 @@
 # a 30 % container beside a process without vgpu: what switching between
 # contexts costs, what longer stretches give back, and whether the GPU has
 # the room a 70 % neighbour is charged for.
+# PARTS="resume overhead" runs only those parts (and the solo rate they
+# need); the default is every part: "table pair resume overhead".
 # Needs nvcc and one GPU; no network. About 4 minutes.
 # Usage: scripts/gpu-compute.sh [results-dir]
 set -u
@@ -30,6 +32,8 @@ B=build-gpu
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 HAMI_LIB=${HAMI_LIB:-}
 LIMIT_S=$((WARM + WIN + 40)) # per run: start-up included
+PARTS=${PARTS:-table pair resume overhead}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p "$RES"
 rm -f "$RES"/*.out "$RES"/*.cache
 
@@ -103,16 +107,22 @@ one() { # lib tag cap workload: alone, in a fresh region
 }
 
 echo "== solo rates (no preload)"
-for w in long sync short graph torch; do one none solo 0 $w; done
+if part table; then
+    for w in long sync short graph torch; do one none solo 0 $w; done
+else
+    one none solo 0 long
+fi
+if part table; then
 echo "== vgpu, one container"
 for cap in 10 30 50 70 90; do one "$LIB" vgpu $cap long; done
 for w in sync short graph torch; do for cap in 30 70; do one "$LIB" vgpu $cap $w; done; done
-if [ -n "$HAMI_LIB" ]; then
+fi
+if part table && [ -n "$HAMI_LIB" ]; then
     echo "== HAMi-core ($HAMI_LIB)"
     for cap in 30 70; do for w in long graph torch; do one "$HAMI_LIB" hami $cap $w; done; done
 fi
-echo "== two containers together: 30 % and 70 %, three rounds"
-for round in 1 2 3; do
+part pair && echo "== two containers together: 30 % and 70 %, three rounds"
+part pair && for round in 1 2 3; do
     rm -f "$RES"/pair$round-*.cache
     sampler "$RES/pair$round.util"; smi=$!
     start "$LIB" 30 "$RES/pair$round-a.cache" "$RES/pair$round-long-30.out" long; a=$!
@@ -120,7 +130,7 @@ for round in 1 2 3; do
     wait $a; wait $b
     kill $smi 2>/dev/null; wait $smi 2>/dev/null
 done
-if [ -n "${PAIR_RESUME_MS:-}" ]; then
+if part resume && [ -n "${PAIR_RESUME_MS:-}" ]; then
     echo "== two plain processes together; the pair at resume levels $PAIR_RESUME_MS ms"
     start none 0 - "$RES/plain2a-long-0.out" long; a=$!
     start none 0 - "$RES/plain2b-long-0.out" long; b=$!
@@ -147,12 +157,14 @@ if [ -n "${PAIR_RESUME_MS:-}" ]; then
     done
     RESUME=
 fi
+if part table; then
 echo "== one container of two processes sharing 40 %"
 rm -f "$RES/shared.cache"
 start "$LIB" 40 "$RES/shared.cache" "$RES/shared1-long-40.out" long; a=$!
 start "$LIB" 40 "$RES/shared.cache" "$RES/shared2-long-40.out" long; b=$!
 wait $a; wait $b
-echo "== launch overhead (empty kernels 20 us apart, host ns inside the call)"
+fi
+part overhead && echo "== launch overhead (empty kernels 20 us apart, host ns inside the call)"
 # The GPU stays mostly idle, so no cap binds and no queue fills: the time
 # inside cuLaunchKernel is the hook's cost. OVH_ROUNDS rounds (default 7),
 # configurations alternating within each, all on one CPU (the call's time
@@ -160,7 +172,7 @@ echo "== launch overhead (empty kernels 20 us apart, host ns inside the call)"
 # is each configuration's median call against no preload's in the same
 # round, and the median of those differences over the rounds.
 PIN=; command -v taskset >/dev/null && PIN="taskset -c 1"
-for round in $(seq "${OVH_ROUNDS:-7}"); do
+part overhead && for round in $(seq "${OVH_ROUNDS:-7}"); do
     $PIN timeout 60 $B/gpu_compute call 50000 20 >>"$RES/ovh-plain.out" 2>&1
     rm -f "$RES/ovh.cache"
     env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_SHARED_CACHE="$RES/ovh.cache" \
