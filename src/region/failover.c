@@ -323,6 +323,8 @@ static void drop_joined(struct vgpu_region *t)
 
 static bool rejoin(struct vgpu_region *r)
 {
+    if (lifecycle_exited(r))
+        return false; /* not a slot to claim and drop every second */
     struct vgpu_region *t = calloc(1, sizeof *t);
     if (t == NULL)
         return false;

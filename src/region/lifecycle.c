@@ -445,13 +445,18 @@ bool lifecycle_heal_alone(struct vgpu_region *r)
      * waiting: granted only while no other process is attached (each holds
      * a read lock for life). Attachers wait meanwhile: microseconds. */
     bool healed = false;
-    if (byte_lock(r->fd, LOCK_ATTACH, BYTE_WRITE, false)) {
+    /* Inside the move gate (failover.c): the file, its fd and our slot
+     * stay as they are until we are done; one moved already is local. */
+    region_op_enter(r);
+    if (!atomic_load_n(&r->local, RELAXED) && /* relaxed: set under the gate */
+        byte_lock(r->fd, LOCK_ATTACH, BYTE_WRITE, false)) {
         if (close_gate(r, GATE_PAUSED, HEAL_WAIT_MS))
             healed = region_heal_alive(r);
         reopen_gate(r);
         if (!byte_lock(r->fd, LOCK_ATTACH, BYTE_READ, false)) /* atomic */
             log_error("region %s: attach lock not taken back", r->path);
     }
+    region_op_exit(r);
     atomic_store_n(&r->healing, 0, RELEASE);
     return healed;
 }
@@ -514,6 +519,13 @@ void vgpu_region_release_slot(struct vgpu_region *r)
     pthread_mutex_lock(&handles_lock);
     release_locked(r);
     pthread_mutex_unlock(&handles_lock);
+}
+
+bool lifecycle_exited(struct vgpu_region *r)
+{
+    /* Relaxed: flags; lifecycle_hold_exit reads them again under the lock. */
+    return atomic_load_n(&r->closing, RELAXED) == GATE_SHUT ||
+           atomic_load_n(&r->slot, RELAXED) < 0;
 }
 
 bool lifecycle_hold_exit(struct vgpu_region *r)

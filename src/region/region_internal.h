@@ -222,6 +222,8 @@ bool lifecycle_heal_alone(struct vgpu_region *r);
  * exit has begun or is under way (or the lock is busy a moment): the move
  * waits for the next check. Never waits. */
 bool lifecycle_hold_exit(struct vgpu_region *r);
+/* Exit gave the slot back (or is giving it back): nothing to move. */
+bool lifecycle_exited(struct vgpu_region *r);
 void lifecycle_allow_exit(void);
 /* slots.c: with every other process gone and our operations paused,
  * reclaim every other slot and set each device's counter to what our
