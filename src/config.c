@@ -53,7 +53,7 @@ const struct vgpu_env_var vgpu_env_vars[VGPU_ENV_COUNT] = {
     [VGPU_ENV_SM_MODE] = {"VGPU_SM_MODE", "time", true,
         "how the compute limit holds: time (a budget of GPU time) or spatial "
         "(the runtime's context on that share of the SMs, a green context)"},
-    [VGPU_ENV_SM_RESUME_MS] = {"VGPU_SM_RESUME_MS", "2", true,
+    [VGPU_ENV_SM_RESUME_MS] = {"VGPU_SM_RESUME_MS", "8", true,
         "after a compute hold, launches resume once the budget holds this "
         "many ms of GPU time (0-250): longer means fewer switches between "
         "contexts and longer holds"},
@@ -228,8 +228,8 @@ static void read_sm_mode(void)
 /* VGPU_SM_RESUME_MS: whole milliseconds, at most the budget's burst (a
  * bucket never holds more, vgpu/sm_budget.h). Unset: the table's default,
  * which is VGPU_SM_RESUME_NS. */
-_Static_assert(VGPU_SM_RESUME_NS == 2000000ll,
-               "VGPU_SM_RESUME_MS's default in the table says 2");
+_Static_assert(VGPU_SM_RESUME_NS == 8000000ll,
+               "VGPU_SM_RESUME_MS's default in the table says 8");
 static void read_sm_resume(void)
 {
     const struct vgpu_env_var *v = &vgpu_env_vars[VGPU_ENV_SM_RESUME_MS];

@@ -103,7 +103,7 @@ enum vgpu_sm_mode vgpu_config_sm_mode(void);
 /* VGPU_SM_RESUME_MS in nanoseconds: after a hold, a container's launches
  * resume once its budget holds this much GPU time (vgpu/sm_budget.h says
  * why), or its ceiling (the cap's 250 ms burst) if that is less. Whole
- * milliseconds, 0 to 250; unset: VGPU_SM_RESUME_NS (2 ms). Anything else:
+ * milliseconds, 0 to 250; unset: VGPU_SM_RESUME_NS (8 ms). Anything else:
  * reported, the default. */
 uint64_t vgpu_config_sm_resume_ns(void);
 

@@ -37,12 +37,13 @@
  * context and back, and leaves it idle between the last queued work and
  * the first launch after the hold: both cost the container time it was
  * charged nothing for, so frequent holds deliver less than the cap (on an
- * H100, 30 % + 70 % containers together got 28.5 + 55.4 %). 2 ms keeps a
- * 10 % container's holds at 18 ms, well inside any window a share is
- * judged over. This is the default; VGPU_SM_RESUME_MS sets another per
- * process (vgpu/config.h), so that the switching cost can be measured and
- * traded against the length of the holds without a rebuild. */
-#define VGPU_SM_RESUME_NS 2000000ll
+ * H100, 30 % + 70 % containers together got 28.5 + 55.4 % resuming at
+ * every refill; the 70 % one 60.2-62.9 % at 2 ms and 64.3-64.9 % at 8 ms,
+ * three interleaved rounds, BENCHMARKS.md §9). 8 ms keeps a 30 %
+ * container's holds near 27 ms and a 10 % one's at 72 ms, inside any
+ * window a share is judged over; a tenant that needs shorter holds sets
+ * VGPU_SM_RESUME_MS (vgpu/config.h), per process, without a rebuild. */
+#define VGPU_SM_RESUME_NS 8000000ll
 
 struct vgpu_sm_budget {
     int64_t tokens;        /* GPU-ns the container may still use; < 0: debt */
