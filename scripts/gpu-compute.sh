@@ -173,14 +173,14 @@ part overhead && echo "== launch overhead (empty kernels 20 us apart, host ns in
 # round, and the median of those differences over the rounds.
 PIN=; command -v taskset >/dev/null && PIN="taskset -c 1"
 part overhead && for round in $(seq "${OVH_ROUNDS:-7}"); do
-    $PIN timeout 60 $B/gpu_compute call 50000 20 >>"$RES/ovh-plain.out" 2>&1
+    $PIN timeout 60 $B/gpu_compute call ${OVH_CALLS:-50000} 20 >>"$RES/ovh-plain.out" 2>&1
     rm -f "$RES/ovh.cache"
     env LD_PRELOAD="$LIB" CUDA_DEVICE_MEMORY_SHARED_CACHE="$RES/ovh.cache" \
-        $PIN timeout 60 $B/gpu_compute call 50000 20 >>"$RES/ovh-nolimit.out" 2>&1
+        $PIN timeout 60 $B/gpu_compute call ${OVH_CALLS:-50000} 20 >>"$RES/ovh-nolimit.out" 2>&1
     rm -f "$RES/ovh.cache"
     env LD_PRELOAD="$LIB" CUDA_DEVICE_SM_LIMIT=90 GPU_CORE_UTILIZATION_POLICY=force \
         CUDA_DEVICE_MEMORY_SHARED_CACHE="$RES/ovh.cache" \
-        $PIN timeout 60 $B/gpu_compute call 50000 20 >>"$RES/ovh-cap90.out" 2>&1
+        $PIN timeout 60 $B/gpu_compute call ${OVH_CALLS:-50000} 20 >>"$RES/ovh-cap90.out" 2>&1
     # Held should stay near 0: a hold here is the limit, not the hook.
     $B/vgpuctl --file "$RES/ovh.cache" status --json 2>/dev/null |
         python3 -c 'import json,sys; print("held_ns", json.load(sys.stdin)["devices"][0]["sm_waited_ns"])' \
