@@ -27,4 +27,9 @@ bool account_uuid_text(int dev, char text[48]);
 /* The current context's device, or -1 (no context: not accounted). */
 int account_current_device(void);
 
+/* The current context if it is one of cuCtxCreate's (what is made in it
+ * goes with it, not with a primary context's reset), else 0 (context.c).
+ * One load while no such context is alive. */
+uint64_t account_created_context(void);
+
 #endif

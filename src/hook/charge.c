@@ -117,8 +117,14 @@ void charge_end(struct charge *c, bool ok, enum ledger_space space,
     if (c->dev < 0)
         return;
     vgpu_region_settle(account_region(), c->dev, c->bytes, c->kind, ok);
-    if (ok && space != SPACE_NONE)
-        ledger_put(space, key, (struct ledger_entry){c->dev, c->kind, c->bytes, 0});
+    if (ok && space != SPACE_NONE) {
+        /* Memory, arrays and modules belong to the context they were made
+         * in; contexts and libraries to none. */
+        bool owned = space == SPACE_POINTER || space == SPACE_ARRAY ||
+                     space == SPACE_MODULE;
+        ledger_put(space, key, (struct ledger_entry){
+            c->dev, c->kind, c->bytes, 0, owned ? account_created_context() : 0});
+    }
 }
 
 /* Releases begun and ended in this process, ever. */

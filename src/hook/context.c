@@ -13,6 +13,7 @@
  * the primary context is. The driver's own retain and release of the
  * primary for that green context are not the program's: not counted. */
 #include <pthread.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "atomic.h"
@@ -244,6 +245,33 @@ EXPORT CUresult cuDevicePrimaryCtxReset(CUdevice dev)
 
 /* ---- Created contexts ---- */
 
+/* cuCtxCreate contexts alive (a hint: 0 skips the lookup below). */
+static int created_alive;
+
+uint64_t account_created_context(void)
+{
+    CUcontext cur = NULL;
+    struct ledger_entry e;
+    if (atomic_load_n(&created_alive, RELAXED) == 0 || /* a hint */
+        REAL(cuCtxGetCurrent) == NULL || REAL(cuCtxGetCurrent)(&cur) != CUDA_SUCCESS ||
+        cur == NULL || !ledger_get(SPACE_CONTEXT, (uint64_t)(uintptr_t)cur, &e))
+        return 0;
+    return (uint64_t)(uintptr_t)cur;
+}
+
+/* ctx was destroyed: what was made in it went with it. */
+static void created_destroyed(uint64_t ctx)
+{
+    uint64_t bytes[VGPU_MAX_DEVICES][LEDGER_KINDS];
+    memset(bytes, 0, sizeof bytes);
+    ledger_drop_context(ctx, bytes);
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        for (int k = 0; k < LEDGER_KINDS; k++)
+            if (bytes[d][k] > 0)
+                vgpu_region_uncharge(account_region(), d, bytes[d][k],
+                                     (enum vgpu_charge_kind)k);
+}
+
 static void destroy_created(uint64_t ctx)
 {
     REAL(cuCtxDestroy_v2)((CUcontext)(uintptr_t)ctx);
@@ -259,6 +287,8 @@ static void destroy_created(uint64_t ctx)
         if (rc_ == CUDA_SUCCESS)                                               \
             spatial_foreign(dev);                                              \
         uint64_t key_ = rc_ == CUDA_SUCCESS ? (uint64_t)(uintptr_t)*pctx : 0;  \
+        if (rc_ == CUDA_SUCCESS)                                               \
+            atomic_add(&created_alive, 1, RELAXED); /* a hint */               \
         return ctx_charge_end(&cc_, rc_, SPACE_CONTEXT, key_,                  \
                               destroy_created, key_);                          \
     } while (0)
@@ -294,18 +324,32 @@ static CUresult real_ctx_destroy(uint64_t ctx, void *fn)
     return ((CUresult (*)(CUcontext))fn)((CUcontext)(uintptr_t)ctx);
 }
 
+/* The context's charge goes back, and what was made in it. */
+static CUresult destroy_context(CUcontext ctx, CUresult (*real)(CUcontext))
+{
+    uint64_t key = (uint64_t)(uintptr_t)ctx;
+    struct ledger_entry e;
+    bool created = ledger_get(SPACE_CONTEXT, key, &e);
+    release_begin(); /* its memory leaves the driver (see charge.h) */
+    CUresult rc = charge_free(SPACE_CONTEXT, key, real_ctx_destroy, (void *)real);
+    if (rc == CUDA_SUCCESS && created) {
+        created_destroyed(key);
+        atomic_sub(&created_alive, 1, RELAXED); /* a hint */
+    }
+    release_end();
+    return rc;
+}
+
 EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
     NEED(cuCtxDestroy_v2);
-    return charge_free(SPACE_CONTEXT, (uint64_t)(uintptr_t)ctx, real_ctx_destroy,
-                       (void *)REAL(cuCtxDestroy_v2));
+    return destroy_context(ctx, REAL(cuCtxDestroy_v2));
 }
 
 EXPORT CUresult cuCtxDestroy(CUcontext ctx)
 {
     NEED(cuCtxDestroy);
-    return charge_free(SPACE_CONTEXT, (uint64_t)(uintptr_t)ctx, real_ctx_destroy,
-                       (void *)REAL(cuCtxDestroy));
+    return destroy_context(ctx, REAL(cuCtxDestroy));
 }
 
 /* ---- Green contexts ---- */

@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "vgpu/region.h"
+
 #define SHARDS 64
 #define BUCKETS 1024 /* per shard; chains grow beyond */
 
@@ -74,6 +76,43 @@ bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e)
     return true;
 }
 
+void ledger_drop_context(uint64_t ctx, uint64_t bytes[][LEDGER_KINDS])
+{
+    for (int i = 0; i < SHARDS && ctx != 0; i++) {
+        pthread_mutex_lock(&shards[i].lock);
+        for (int b = 0; b < BUCKETS; b++)
+            for (struct node **p = &shards[i].buckets[b]; *p != NULL;) {
+                struct node *n = *p;
+                if (n->e.ctx != ctx) {
+                    p = &n->next;
+                    continue;
+                }
+                if (n->e.dev >= 0 && n->e.dev < VGPU_MAX_DEVICES && n->e.kind >= 0 &&
+                    n->e.kind < LEDGER_KINDS && n->e.pool == 0)
+                    bytes[n->e.dev][n->e.kind] += n->e.bytes;
+                *p = n->next;
+                free(n);
+            }
+        pthread_mutex_unlock(&shards[i].lock);
+    }
+}
+
+bool ledger_get(enum ledger_space space, uint64_t key, struct ledger_entry *e)
+{
+    struct shard *s;
+    struct node **p = bucket(&s, space, key);
+    bool found = false;
+    pthread_mutex_lock(&s->lock);
+    for (; *p != NULL; p = &(*p)->next)
+        if ((*p)->key == key && (*p)->space == space) {
+            *e = (*p)->e;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
 void ledger_reset_after_fork(void)
 {
     /* Another parent thread may have held a shard's lock at the fork: the
@@ -102,7 +141,7 @@ void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS])
         for (int b = 0; b < BUCKETS; b++)
             for (struct node **p = &shards[i].buckets[b]; *p != NULL;) {
                 struct node *n = *p;
-                if (n->e.dev != dev || n->space == SPACE_CONTEXT ||
+                if (n->e.dev != dev || n->e.ctx != 0 || n->space == SPACE_CONTEXT ||
                     n->space == SPACE_GREEN || n->space == SPACE_VMM) {
                     p = &n->next;
                     continue;

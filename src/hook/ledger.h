@@ -27,14 +27,22 @@ struct ledger_entry {
     uint64_t bytes;
     int pool; /* SPACE_POINTER from a stream-ordered pool: its record + 1
                * (pools.c charges the pool, not the entry); else 0 */
+    uint64_t ctx; /* made in a cuCtxCreate context, which frees it when it is
+                   * destroyed (and a primary context's reset does not): that
+                   * context; else 0 */
 };
 
 void ledger_put(enum ledger_space space, uint64_t key, struct ledger_entry e);
 bool ledger_take(enum ledger_space space, uint64_t key, struct ledger_entry *e);
+/* Read without taking. */
+bool ledger_get(enum ledger_space space, uint64_t key, struct ledger_entry *e);
 /* Forget every entry on device dev that a primary context's reset frees,
- * adding their bytes to bytes[kind]: not other contexts, nor VMM memory
- * (it lives until its handle is released). */
+ * adding their bytes to bytes[kind]: not other contexts, nor what was made
+ * in one (ctx), nor VMM memory (it lives until its handle is released). */
 void ledger_drop_device(int dev, uint64_t bytes[LEDGER_KINDS]);
+/* Forget every entry made in context ctx (its destruction freed them),
+ * adding their bytes to bytes[kind] per device: bytes[dev][kind]. */
+void ledger_drop_context(uint64_t ctx, uint64_t bytes[][LEDGER_KINDS]);
 
 /* In a fork child (single-threaded, in the atfork handler): forget every
  * entry, without taking a lock another parent thread may have held. */

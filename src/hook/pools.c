@@ -404,8 +404,9 @@ static CUresult settle_alloc(struct pool *p, uint64_t bytes, CUresult rc,
     p->pending -= rounded(bytes);
     if (rc == CUDA_SUCCESS) {
         p->live += rounded(bytes);
+        /* The pool's, not a context's: its charge is the pool's. */
         ledger_put(SPACE_POINTER, ptr, (struct ledger_entry){
-            p->dev, VGPU_CHARGE_DATA, bytes, pool_index(p) + 1});
+            p->dev, VGPU_CHARGE_DATA, bytes, pool_index(p) + 1, 0});
     }
     uint64_t reserved;
     if (rc == CUDA_SUCCESS && query(p, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &reserved) &&

@@ -106,12 +106,15 @@ bool allocs_find_range(uint64_t addr, struct fg_alloc *out)
     return found;
 }
 
-uint64_t allocs_take_device(int dev)
+uint64_t allocs_take_device(int dev) { return allocs_take_owned(dev, NULL); }
+
+uint64_t allocs_take_owned(int dev, const void *owner)
 {
     uint64_t bytes = 0;
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < capacity; i++)
         if (slots[i].key > TOMB && slots[i].dev == dev &&
+            (owner == NULL || slots[i].owner == owner) &&
             (slots[i].kind == FG_PLAIN || slots[i].kind == FG_ARRAY ||
              slots[i].kind == FG_POOL || slots[i].kind == FG_GRAPH)) {
             if (slots[i].kind != FG_POOL && slots[i].kind != FG_GRAPH)

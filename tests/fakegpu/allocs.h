@@ -20,6 +20,7 @@ struct fg_alloc {
     int dev;       /* physical device */
     int kind;
     void *pool;    /* FG_POOL: the pool it came from */
+    const void *owner; /* the context current at allocation */
 };
 
 void allocs_put(struct fg_alloc a);
@@ -28,6 +29,8 @@ bool allocs_take(uint64_t key, struct fg_alloc *out);
 /* Remove every allocation on physical device dev that takes device memory;
  * returns their bytes (a pool's are its pool's, not counted here). */
 uint64_t allocs_take_device(int dev);
+/* Same, only the allocations made in context owner (NULL: any). */
+uint64_t allocs_take_owned(int dev, const void *owner);
 
 /* The allocation containing addr. */
 bool allocs_find_range(uint64_t addr, struct fg_alloc *out);

@@ -311,7 +311,12 @@ EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
     struct fg_ctx *c = &primaries[dev];
     if (c->live)
         ctx_stop(c);
-    uint64_t bytes = allocs_take_device(c->physical = fg_physical(dev));
+    c->physical = fg_physical(dev);
+    /* FAKEGPU_CTX_OWNS_ALLOCS: only the primary context's allocations go,
+     * as with the real driver; else every one on the device. */
+    uint64_t bytes = getenv("FAKEGPU_CTX_OWNS_ALLOCS")
+                         ? allocs_take_owned(c->physical, c)
+                         : allocs_take_device(c->physical);
     if (bytes)
         fg_release(c->physical, bytes);
     fg_pools_reset(c->physical);
@@ -401,6 +406,11 @@ EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
         return CUDA_ERROR_INVALID_CONTEXT;
     unstack(c);
     ctx_stop(c);
+    if (getenv("FAKEGPU_CTX_OWNS_ALLOCS")) { /* its allocations go with it */
+        uint64_t b = allocs_take_owned(c->physical, c);
+        if (b)
+            fg_release(c->physical, b);
+    }
     free(c);
     return CUDA_SUCCESS;
 }
@@ -643,7 +653,7 @@ CUresult fg_allocate(uint64_t *dptr, uint64_t bytes, int physical, int kind)
     if (kind != FG_MANAGED && kind != FG_RESERVE && !fg_reserve(physical, bytes))
         return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t addr = fg_new_address(bytes);
-    allocs_put((struct fg_alloc){addr, bytes, physical, kind, NULL});
+    allocs_put((struct fg_alloc){addr, bytes, physical, kind, NULL, current()});
     *dptr = addr;
     return CUDA_SUCCESS;
 }

@@ -114,7 +114,7 @@ CUresult fg_graph_mem_run(const struct fg_mem_node *nodes, int n, bool launch)
         struct graph_pool *p = &pools[m->physical];
         p->used += chunked(m->bytes);
         high(&p->used_high, p->used);
-        allocs_put((struct fg_alloc){m->dptr, m->bytes, m->physical, FG_GRAPH, NULL});
+        allocs_put((struct fg_alloc){m->dptr, m->bytes, m->physical, FG_GRAPH, NULL, NULL});
     }
     pthread_mutex_unlock(&lock);
     fg_delay_us("FAKEGPU_GRAPH_DELAY_US");

@@ -252,7 +252,7 @@ static CUresult pool_allocate(uint64_t *dptr, uint64_t bytes, struct fg_pool *p)
     p->used += need;
     pthread_mutex_unlock(&pools_lock);
     uint64_t addr = fg_new_address(bytes);
-    allocs_put((struct fg_alloc){addr, bytes, p->physical, FG_POOL, p});
+    allocs_put((struct fg_alloc){addr, bytes, p->physical, FG_POOL, p, NULL}); /* the pool's */
     *dptr = addr;
     return CUDA_SUCCESS;
 }
