@@ -101,6 +101,37 @@ int main(void)
     CHECK(vgpu_sm_budget_wait(&top, 30, R, t + 10 * MS) == 0 &&
           top.tokens == VGPU_SM_BURST_NS / 100 * 30, "a full-scale level is "
           "clamped to the ceiling: %lld", (long long)top.tokens);
+    /* A caller whose clock reading is stale (its thread was off the CPU
+     * for more than a burst between reading the clock and looking, as
+     * under CPU throttling) while another process refilled meanwhile: the
+     * newer refill time is not garbage, and the debt stays. */
+    struct vgpu_sm_budget late = {0};
+    vgpu_sm_budget_wait(&late, 10, R, t);               /* starts empty */
+    vgpu_sm_budget_wait(&late, 10, R, t + 1000 * MS);   /* 100 ms in */
+    vgpu_sm_budget_charge(&late, 10 * 1000 * MS);       /* 10 s of debt */
+    int64_t debt = late.tokens;
+    wait = vgpu_sm_budget_wait(&late, 10, R, t + 10 * MS); /* read 990 ms ago */
+    CHECK(late.tokens == debt && debt < -9900 * (int64_t)MS &&
+              late.refilled_at == t + 1000 * MS,
+          "a stale reading erases nothing: tokens %lld, refilled at +%llu ms",
+          (long long)late.tokens, (unsigned long long)((late.refilled_at - t) / MS));
+    CHECK(wait >= 99000 * MS, "still held for the debt (10 s at 10 %%): %llu ns",
+          (unsigned long long)wait);
+    /* A damaged bucket, tokens enormous and refilled "in the future": not
+     * ready (its refill time is no tick of this clock), and the wait
+     * starts it again, empty. */
+    struct vgpu_sm_budget far = {.tokens = 1000000000000000000ll,
+                                 .refilled_at = t + (1ull << 62)};
+    CHECK(!vgpu_sm_budget_ready(&far, t), "a refill time far ahead is not fresh");
+    CHECK(vgpu_sm_budget_wait(&far, 30, R, t) > 0 && far.tokens == 0,
+          "started again, empty: %lld", (long long)far.tokens);
+    /* Enormous tokens refilled just ahead (the refill returns at once):
+     * clamped to the ceiling, so charges drain them. */
+    struct vgpu_sm_budget near = {.tokens = 1000000000000000000ll,
+                                  .refilled_at = t + 100 * MS};
+    vgpu_sm_budget_wait(&near, 30, R, t);
+    CHECK(near.tokens <= VGPU_SM_BURST_NS / 100 * 30, "clamped: %lld",
+          (long long)near.tokens);
     printf("region_sm_budget: ok\n");
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "atomic.h"
+#include "clock.h"
 #include "region_internal.h"
 
 static int64_t ceiling(uint32_t pct)
@@ -24,14 +25,25 @@ static void refill(struct vgpu_sm_budget *b, uint32_t pct, uint64_t now)
 {
     uint64_t last = atomic_load_n(&b->refilled_at, RELAXED);
     if (last > now + (uint64_t)VGPU_SM_BURST_NS) {
-        /* A time from before this boot (the file outlived it) or garbage:
-         * start again, empty, rather than wait for that time to come. */
-        if (atomic_cas(&b->refilled_at, &last, now, RELAXED, RELAXED))
+        /* Ahead of the caller's reading: the reading may be stale (its
+         * thread was off the CPU between reading the clock and this, while
+         * another process refilled): then nothing is wrong, and the debt
+         * stays. Ahead of the clock now too: a time from before this boot
+         * (the file outlived it) or garbage: start again, empty, rather
+         * than wait for that time to come. */
+        if (last > clock_ns(CLOCK_MONOTONIC) + (uint64_t)VGPU_SM_BURST_NS &&
+            atomic_cas(&b->refilled_at, &last, now, RELAXED, RELAXED))
             atomic_store_n(&b->tokens, 0, RELAXED);
         return;
     }
-    if (last >= now)
+    if (last >= now) {
+        /* Refilled just ahead of us: nothing to add, but a damaged level
+         * above the ceiling is brought down, so that charges drain it. */
+        int64_t cur = atomic_load_n(&b->tokens, RELAXED), max = ceiling(pct);
+        while (cur > max && !atomic_cas(&b->tokens, &cur, max, RELAXED, RELAXED))
+            ;
         return;
+    }
     if (!atomic_cas(&b->refilled_at, &last, now, RELAXED, RELAXED))
         return; /* another process credits this interval */
     if (last == 0)
@@ -99,9 +111,10 @@ bool vgpu_sm_budget_ready(const struct vgpu_sm_budget *b, uint64_t coarse_ns)
         atomic_load_n(&b->paused, RELAXED) != 0)
         return false;
     /* Signed: the coarse clock lags the precise one refills are stamped
-     * with by up to a tick. */
+     * with by up to a tick; a refill time further ahead is damage (the
+     * wait's refill deals with it), not freshness. */
     int64_t since = (int64_t)(coarse_ns - atomic_load_n(&b->refilled_at, RELAXED));
-    return since < VGPU_SM_REFILL_NS;
+    return since < VGPU_SM_REFILL_NS && since > -VGPU_SM_REFILL_NS;
 }
 
 void vgpu_sm_budget_charge(struct vgpu_sm_budget *b, int64_t ns)
