@@ -780,7 +780,10 @@ static uint64_t format_bytes(CUarray_format f)
 {
     switch (f) {
     case CU_AD_FORMAT_UNSIGNED_INT16: case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF: return 2;
+    case CU_AD_FORMAT_HALF:
+    case CU_AD_FORMAT_UNORM_INT16X1: case CU_AD_FORMAT_UNORM_INT16X2:
+    case CU_AD_FORMAT_UNORM_INT16X4: case CU_AD_FORMAT_SNORM_INT16X1:
+    case CU_AD_FORMAT_SNORM_INT16X2: case CU_AD_FORMAT_SNORM_INT16X4: return 2;
     case CU_AD_FORMAT_UNSIGNED_INT32: case CU_AD_FORMAT_SIGNED_INT32:
     case CU_AD_FORMAT_FLOAT: return 4;
     default: return 1;
@@ -825,11 +828,17 @@ EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr,
 {
     if (d == NULL || levels == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    uint64_t base = d->Width * extent(d->Height) * extent(d->Depth) *
-                    d->NumChannels * format_bytes(d->Format);
-    uint64_t total = 0;
-    for (unsigned int l = 0; l < levels && base; l++, base /= 4)
-        total += base;
+    /* Each level halves every extent of the one above (a 1D one's only
+     * its width; layers and cube faces stay). */
+    uint64_t w = d->Width, h = d->Height, z = d->Depth, total = 0;
+    bool layers = d->Flags & (CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_CUBEMAP);
+    for (unsigned int l = 0; l < levels; l++) {
+        total += extent(w) * extent(h) * extent(z) * d->NumChannels *
+                 format_bytes(d->Format);
+        w = w > 1 ? w / 2 : w;
+        h = h > 1 ? h / 2 : h;
+        z = !layers && z > 1 ? z / 2 : z;
+    }
     return create_array((uint64_t *)arr, total ? total : 1);
 }
 
