@@ -53,6 +53,41 @@ int main(void)
     check("UNORM_INT16X4 8192x8192 arrays", n);
     while (n)
         CU_OK(cuArrayDestroy(arr[--n]));
+
+    /* The pre-3.2 entry points, as cuGetProcAddress hands them to a program
+     * asking for version 2000 (and dlsym by their plain names): charged
+     * too. Before: passed through, 2048 MiB held with nothing counted. */
+    typedef CUresult (*pitch_v1)(CUdeviceptr_v1 *, unsigned int *, unsigned int,
+                                 unsigned int, unsigned int);
+    typedef CUresult (*array_v1)(CUarray *, const CUDA_ARRAY_DESCRIPTOR_v1 *);
+    typedef CUresult (*array3d_v1)(CUarray *, const CUDA_ARRAY3D_DESCRIPTOR_v1 *);
+    pitch_v1 pitch = NULL;
+    array_v1 create = NULL;
+    array3d_v1 create3d = NULL;
+    CU_OK(cuGetProcAddress("cuMemAllocPitch", (void **)&pitch, 2000, 0));
+    CU_OK(cuGetProcAddress("cuArrayCreate", (void **)&create, 2000, 0));
+    CU_OK(cuGetProcAddress("cuArray3DCreate", (void **)&create3d, 2000, 0));
+    CUdeviceptr_v1 p[8];
+    unsigned int row;
+    while (n < 8 && pitch(&p[n], &row, 16384, 32768, 4) == CUDA_SUCCESS)
+        n++;
+    check("cuMemAllocPitch v1 (512 MiB each)", n);
+    while (n)
+        CU_OK(cuMemFree(p[--n]));
+    CUDA_ARRAY_DESCRIPTOR_v1 a1 = {.Width = 8192, .Height = 8192,
+                                   .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
+    while (n < 8 && create(&arr[n], &a1) == CUDA_SUCCESS)
+        n++;
+    check("cuArrayCreate v1 (1 GiB each)", n);
+    while (n)
+        CU_OK(cuArrayDestroy(arr[--n]));
+    CUDA_ARRAY3D_DESCRIPTOR_v1 a3 = {.Width = 1024, .Height = 1024, .Depth = 128,
+                                     .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 1};
+    while (n < 8 && create3d(&arr[n], &a3) == CUDA_SUCCESS)
+        n++;
+    check("cuArray3DCreate v1 (512 MiB each)", n);
+    while (n)
+        CU_OK(cuArrayDestroy(arr[--n]));
     CHECK(region_used(0) == 0 && fakegpu_process_used(0) == 0, "all returned");
     printf("hook_array_sizes: ok\n");
     return 0;

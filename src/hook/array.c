@@ -83,6 +83,28 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
     CHARGED_ARRAY(bytes, REAL(cuArrayCreate_v2)(arr, d));
 }
 
+/* The pre-3.2 ABI (32-bit sizes), still exported by the driver. */
+EXPORT CUresult cuArrayCreate(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR_v1 *d)
+{
+    NEED(cuArrayCreate);
+    if (d == NULL || arr == NULL)
+        return REAL(cuArrayCreate)(arr, d);
+    uint64_t bytes = times(times(d->Width, at_least_one(d->Height)),
+                           element_bytes(d->Format, d->NumChannels));
+    CHARGED_ARRAY(bytes, REAL(cuArrayCreate)(arr, d));
+}
+
+EXPORT CUresult cuArray3DCreate(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR_v1 *d)
+{
+    NEED(cuArray3DCreate);
+    if (d == NULL || arr == NULL)
+        return REAL(cuArray3DCreate)(arr, d);
+    CUDA_ARRAY3D_DESCRIPTOR wide = {.Width = d->Width, .Height = d->Height,
+                                    .Depth = d->Depth, .Format = d->Format,
+                                    .NumChannels = d->NumChannels, .Flags = d->Flags};
+    CHARGED_ARRAY(array3d_bytes(&wide), REAL(cuArray3DCreate)(arr, d));
+}
+
 EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *d)
 {
     NEED(cuArray3DCreate_v2);

@@ -25,24 +25,56 @@ EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytes)
     CHARGED_ALLOC(bytes, REAL(cuMemAlloc)(dptr, bytes));
 }
 
+/* Pitched allocations: the pitch is the driver's choice, so a 512-byte-
+ * aligned row estimate is reserved, then corrected to pitch x height. */
+static uint64_t pitch_guess(uint64_t width, uint64_t height)
+{
+    return (width + 511) / 512 * 512 * height;
+}
+
+static CUresult pitch_settle(struct charge *c, CUresult rc, uint64_t ptr,
+                             uint64_t pitch, uint64_t height,
+                             CUresult (*free_fn)(uint64_t))
+{
+    if (rc == CUDA_SUCCESS && !charge_resize(c, pitch * height)) {
+        free_fn(ptr);
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    charge_end(c, rc == CUDA_SUCCESS, SPACE_POINTER, rc == CUDA_SUCCESS ? ptr : 0);
+    return rc;
+}
+
+static CUresult free_v2(uint64_t p) { return REAL(cuMemFree_v2)(p); }
+static CUresult free_v1(uint64_t p) { return REAL(cuMemFree)((CUdeviceptr_v1)p); }
+
 EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
                                    size_t width, size_t height,
                                    unsigned int elem)
 {
     NEED(cuMemAllocPitch_v2);
-    /* The pitch is the driver's choice: reserve a 512-byte-aligned row
-     * estimate, then correct to pitch x height once it is known. */
-    uint64_t guess = (width + 511) / 512 * 512 * (uint64_t)height;
     struct charge c;
-    if (!charge_begin(&c, account_current_device(), guess, VGPU_CHARGE_DATA))
+    if (!charge_begin(&c, account_current_device(), pitch_guess(width, height),
+                      VGPU_CHARGE_DATA))
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = REAL(cuMemAllocPitch_v2)(dptr, pitch, width, height, elem);
-    if (rc == CUDA_SUCCESS && !charge_resize(&c, (uint64_t)*pitch * height)) {
-        REAL(cuMemFree_v2)(*dptr);
-        rc = CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    charge_end(&c, rc == CUDA_SUCCESS, SPACE_POINTER, rc == CUDA_SUCCESS ? *dptr : 0);
-    return rc;
+    return pitch_settle(&c, rc, rc == CUDA_SUCCESS ? *dptr : 0,
+                        rc == CUDA_SUCCESS ? *pitch : 0, height, free_v2);
+}
+
+/* The pre-3.2 ABI, still exported by the driver (and handed out by
+ * cuGetProcAddress for versions before 3020). */
+EXPORT CUresult cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pitch,
+                                unsigned int width, unsigned int height,
+                                unsigned int elem)
+{
+    NEED(cuMemAllocPitch);
+    struct charge c;
+    if (!charge_begin(&c, account_current_device(), pitch_guess(width, height),
+                      VGPU_CHARGE_DATA))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = REAL(cuMemAllocPitch)(dptr, pitch, width, height, elem);
+    return pitch_settle(&c, rc, rc == CUDA_SUCCESS ? *dptr : 0,
+                        rc == CUDA_SUCCESS ? *pitch : 0, height, free_v1);
 }
 
 /* Managed memory counts against the device of the current context: it can

@@ -9,6 +9,7 @@
     X(cuGetProcAddress_v2)                                                     \
     X(cuMemAlloc)                                                              \
     X(cuMemAlloc_v2)                                                           \
+    X(cuMemAllocPitch)                                                         \
     X(cuMemAllocPitch_v2)                                                      \
     X(cuMemAllocManaged)                                                       \
     X(cuMemFree)                                                               \
@@ -36,7 +37,9 @@
     X(cuCtxSynchronize)                                                        \
     X(cuCtxSynchronize_v2)                                                     \
     X(cuEventSynchronize)                                                      \
+    X(cuArrayCreate)                                                           \
     X(cuArrayCreate_v2)                                                        \
+    X(cuArray3DCreate)                                                         \
     X(cuArray3DCreate_v2)                                                      \
     X(cuArrayDestroy)                                                          \
     X(cuMipmappedArrayCreate)                                                  \

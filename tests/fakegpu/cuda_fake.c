@@ -713,6 +713,26 @@ EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
     return cuMemAlloc_v2(dptr, *pitch * height);
 }
 
+/* The pre-3.2 ABI (32-bit sizes and pointers), still exported. */
+EXPORT CUresult cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pitch,
+                                unsigned int width, unsigned int height,
+                                unsigned int elem)
+{
+    CUdeviceptr p = 0;
+    size_t wide = 0;
+    CUresult rc = cuMemAllocPitch_v2(&p, &wide, width, height, elem);
+    struct fg_alloc a;
+    if (rc == CUDA_SUCCESS && allocs_take(p, &a)) { /* known by its v1 value */
+        a.key = (CUdeviceptr_v1)p;
+        allocs_put(a);
+    }
+    if (rc == CUDA_SUCCESS) {
+        *dptr = (CUdeviceptr_v1)p;
+        *pitch = (unsigned int)wide;
+    }
+    return rc;
+}
+
 EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes,
                                   unsigned int flags)
 {
@@ -815,6 +835,22 @@ EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *
     return create_array((uint64_t *)arr, d->Width * extent(d->Height) *
                         extent(d->Depth) * d->NumChannels *
                         format_bytes(d->Format));
+}
+
+EXPORT CUresult cuArrayCreate(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR_v1 *d)
+{
+    if (d == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return create_array((uint64_t *)arr, (uint64_t)d->Width * extent(d->Height) *
+                        d->NumChannels * format_bytes(d->Format));
+}
+
+EXPORT CUresult cuArray3DCreate(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR_v1 *d)
+{
+    if (d == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return create_array((uint64_t *)arr, (uint64_t)d->Width * extent(d->Height) *
+                        extent(d->Depth) * d->NumChannels * format_bytes(d->Format));
 }
 
 EXPORT CUresult cuArrayDestroy(CUarray arr)
