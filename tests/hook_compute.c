@@ -584,6 +584,42 @@ static void case_failclosed(void)
     printf("failclosed: ok\n");
 }
 
+/* The deprecated launch entry points the driver still exports: a grid
+ * launch is held to the cap like any other (before: not hooked, 100 % of
+ * the GPU under a 10 % cap), and the multi-device cooperative launch is
+ * refused while a cap is set. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static void case_legacy(void)
+{
+    int saved;
+    CUstream s = alone_under("10", &saved);
+    setenv("FAKEGPU_KERNEL_US", "500", 1);
+    double began = now_seconds();
+    while (now_seconds() - began < 1.5)
+        CU_OK(cuLaunchGridAsync((CUfunction)1, 1, 1, s));
+    CU_OK(cuCtxSynchronize());
+    double end = (double)fakegpu_work_end_ns() / 1e9;
+    double share = 100.0 * (double)fakegpu_launched_ns(0) / 1e9 / (end - began);
+    uint32_t us = 500;
+    void *params[] = {&us};
+    CUDA_LAUNCH_PARAMS lp = {.function = (CUfunction)1, .gridDimX = 1, .gridDimY = 1,
+                             .gridDimZ = 1, .blockDimX = 1, .blockDimY = 1,
+                             .blockDimZ = 1, .hStream = s, .kernelParams = params};
+    CUresult multi = cuLaunchCooperativeKernelMultiDevice(&lp, 1, 0);
+    stderr_back(saved);
+    unsetenv("FAKEGPU_KERNEL_US");
+    printf("cuLaunchGridAsync under a 10 %% cap: %.1f %% of the GPU; "
+           "cuLaunchCooperativeKernelMultiDevice: %d\n", share, (int)multi);
+    CHECK(share <= 13.0, "the cap holds for cuLaunchGridAsync: %.1f %%", share);
+    CHECK(multi == CUDA_ERROR_NOT_SUPPORTED, "multi-device launch refused: %d",
+          (int)multi);
+    CHECK(log_lines("cuLaunchCooperativeKernelMultiDevice refused") == 1, "one line");
+    CU_OK(cuStreamDestroy_v2(s));
+    printf("legacy: ok\n");
+}
+#pragma GCC diagnostic pop
+
 int main(int argc, char **argv)
 {
     hook_fresh(1, "8g", NULL);
@@ -629,6 +665,8 @@ int main(int argc, char **argv)
         case_paths();
     else if (strcmp(c, "recent_kernel") == 0)
         case_recent_kernel();
+    else if (strcmp(c, "legacy") == 0)
+        case_legacy();
     else
         CHECK(false, "unknown case %s", c);
     return 0;

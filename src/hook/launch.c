@@ -361,3 +361,47 @@ EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s)
     LIMITED(per_thread(s), graph_key(exec), NULL,
             graphmem_launch(exec, s, REAL(cuGraphLaunch_ptsz)));
 }
+
+/* ---- The deprecated entry points the driver still exports ---- */
+
+/* Block shape and parameters set beforehand (cuFuncSetBlockShape,
+ * cuParamSet*): the key has the grid only; the measurements tell sizes. */
+EXPORT CUresult cuLaunch(CUfunction f)
+{
+    NEED(cuLaunch);
+    LIMITED(NULL, kernel_key(f, 1, 1, 1, 0, 0, 0), f, REAL(cuLaunch)(f));
+}
+
+EXPORT CUresult cuLaunchGrid(CUfunction f, int w, int h)
+{
+    NEED(cuLaunchGrid);
+    LIMITED(NULL, kernel_key(f, (unsigned)w, (unsigned)h, 1, 0, 0, 0), f,
+            REAL(cuLaunchGrid)(f, w, h));
+}
+
+EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
+{
+    NEED(cuLaunchGridAsync);
+    LIMITED(s, kernel_key(f, (unsigned)w, (unsigned)h, 1, 0, 0, 0), f,
+            REAL(cuLaunchGridAsync)(f, w, h, s));
+}
+
+/* Kernels on several devices' streams in one call: not measured one by
+ * one here, so refused while any device has a compute limit (fail closed:
+ * CUDA_ERROR_NOT_SUPPORTED, which the call may return anyway; one line). */
+EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list,
+                                                     unsigned int n,
+                                                     unsigned int flags)
+{
+    NEED(cuLaunchCooperativeKernelMultiDevice);
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        if (limiter_cap(d) > 0) {
+            static int said;
+            if (!atomic_xchg(&said, 1, RELAXED)) /* relaxed: picks who logs */
+                log_warn("cuLaunchCooperativeKernelMultiDevice refused: a compute "
+                         "limit is set (CUDA_DEVICE_SM_LIMIT); launch each "
+                         "kernel with cuLaunchCooperativeKernel");
+            return CUDA_ERROR_NOT_SUPPORTED;
+        }
+    return REAL(cuLaunchCooperativeKernelMultiDevice)(list, n, flags);
+}

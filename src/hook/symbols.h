@@ -77,6 +77,10 @@
     X(cuLaunchKernelEx_ptsz)                                                   \
     X(cuLaunchCooperativeKernel)                                               \
     X(cuLaunchCooperativeKernel_ptsz)                                          \
+    X(cuLaunch)                                                                \
+    X(cuLaunchGrid)                                                            \
+    X(cuLaunchGridAsync)                                                       \
+    X(cuLaunchCooperativeKernelMultiDevice)                                    \
     X(cuGraphLaunch)                                                           \
     X(cuGraphLaunch_ptsz)                                                      \
     X(cuStreamBeginCapture)                                                    \

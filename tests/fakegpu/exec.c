@@ -375,6 +375,43 @@ EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx,
                           params, NULL);
 }
 
+/* The deprecated launch entry points the driver still exports: the grid
+ * launches take the default duration (their parameters come from
+ * cuParamSet*); the multi-device cooperative launch runs each kernel on
+ * its stream. */
+EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
+{
+    (void)w, (void)h;
+    return launch(f, s, NULL);
+}
+
+EXPORT CUresult cuLaunchGrid(CUfunction f, int w, int h)
+{
+    (void)w, (void)h;
+    CUresult rc = launch(f, NULL, NULL);
+    fg_exec_sync_stream(NULL);
+    return rc;
+}
+
+EXPORT CUresult cuLaunch(CUfunction f)
+{
+    return cuLaunchGrid(f, 1, 1);
+}
+
+EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list,
+                                                     unsigned int n,
+                                                     unsigned int flags)
+{
+    (void)flags;
+    for (unsigned i = 0; list != NULL && i < n; i++) {
+        CUresult rc = launch(list[i].function, list[i].hStream,
+                             list[i].kernelParams);
+        if (rc != CUDA_SUCCESS)
+            return rc;
+    }
+    return CUDA_SUCCESS;
+}
+
 /* ---- Graphs: a sum of kernel durations, and memory nodes ---- */
 
 enum { NODE_KERNEL, NODE_ALLOC, NODE_FREE };
