@@ -620,9 +620,51 @@ static void case_legacy(void)
 }
 #pragma GCC diagnostic pop
 
+/* A kernel launched on an explicit stream runs in the stream's context,
+ * whatever is current: with device 1's context current, or none, launches
+ * on a stream of device 0 are held to device 0's cap (before: 100 % of
+ * device 0 under a 10 % cap, charged nothing). Device 1 has no cap. */
+static CUstream of_device0;
+static double began_other;
+
+static void *launch_on_device0(void *current)
+{
+    if (current != NULL)
+        CU_OK(cuCtxSetCurrent(current));
+    uint32_t us = 200;
+    void *params[] = {&us};
+    began_other = now_seconds();
+    while (now_seconds() - began_other < 1.5)
+        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, of_device0, params,
+                             NULL));
+    CU_OK(cuStreamSynchronize(of_device0));
+    return NULL;
+}
+
+static void case_other_context(bool none_current)
+{
+    int saved;
+    setenv("CUDA_DEVICE_SM_LIMIT_1", "100", 1);
+    of_device0 = alone_under("10", &saved); /* device 0's context current */
+    CUcontext device1 = fakegpu_context(1);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, launch_on_device0,
+                         none_current ? NULL : device1) == 0, "thread");
+    pthread_join(t, NULL);
+    stderr_back(saved);
+    double end = (double)fakegpu_work_end_ns() / 1e9;
+    double share = 100.0 * (double)fakegpu_launched_ns(0) / 1e9 / (end - began_other);
+    printf("%s, a stream of device 0, 10 %% cap: %.1f %% of device 0\n",
+           none_current ? "no current context" : "device 1 current", share);
+    CHECK(share <= 13.0, "device 0's cap holds: %.1f %%", share);
+    printf("%s: ok\n", none_current ? "nocontext" : "otherdev");
+}
+
 int main(int argc, char **argv)
 {
-    hook_fresh(1, "8g", NULL);
+    const char *c0 = argc > 1 ? argv[1] : "";
+    hook_fresh(strcmp(c0, "otherdev") == 0 || strcmp(c0, "nocontext") == 0 ? 2 : 1,
+               "8g", NULL);
     const char *c = argc > 1 ? argv[1] : "paths";
     if (strcmp(c, "long") == 0)
         one("long kernels, synchronized after each", 30, WORK_SYNC_EACH, 2000,
@@ -667,6 +709,10 @@ int main(int argc, char **argv)
         case_recent_kernel();
     else if (strcmp(c, "legacy") == 0)
         case_legacy();
+    else if (strcmp(c, "otherdev") == 0)
+        case_other_context(false);
+    else if (strcmp(c, "nocontext") == 0)
+        case_other_context(true);
     else
         CHECK(false, "unknown case %s", c);
     return 0;

@@ -20,7 +20,8 @@
  * and last_kernel_time are written at most every GATE_NS (the monitor
  * reads seconds and decrements recent_kernel every 5 s), and a cap written
  * into the region applies within GATE_NS. A limited launch adds
- * cuCtxGetDevice (not where the driver shows one device),
+ * cuStreamGetDevice on an explicit stream, else cuCtxGetDevice (neither
+ * where the driver shows one device),
  * cuStreamIsCapturing only while a graph capture is open in the process
  * (capture.c), a look at the budget (refilled at most every
  * VGPU_SM_REFILL_NS unless it is empty) and its charge; the event calls
@@ -171,6 +172,19 @@ static void budget_gate(struct vgpu_region *r, int dev, uint64_t now)
     }
 }
 
+/* The device a launch runs on: an explicit stream's (a CUkernel launched
+ * on it runs in the stream's context, whatever is current, if anything),
+ * else the current context's. */
+static bool launch_device(CUstream stream, CUdevice *dev)
+{
+    bool explicit = stream != NULL && stream != CU_STREAM_LEGACY &&
+                    stream != CU_STREAM_PER_THREAD;
+    if (explicit && REAL(cuStreamGetDevice) != NULL &&
+        REAL(cuStreamGetDevice)(stream, dev) == CUDA_SUCCESS)
+        return true;
+    return REAL(cuCtxGetDevice) != NULL && REAL(cuCtxGetDevice)(dev) == CUDA_SUCCESS;
+}
+
 static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key,
                   CUfunction func)
 {
@@ -185,8 +199,7 @@ static void enter(struct launch_ticket *t, CUstream stream, uintptr_t key,
         return;
     CUdevice dev = 0; /* with one device, no need to ask */
     if (!atomic_load_n(&gate.one_device, RELAXED) &&
-        (REAL(cuCtxGetDevice) == NULL || REAL(cuCtxGetDevice)(&dev) != CUDA_SUCCESS ||
-         dev < 0 || dev >= VGPU_MAX_DEVICES))
+        (!launch_device(stream, &dev) || dev < 0 || dev >= VGPU_MAX_DEVICES))
         return;
     if (atomic_load_n(&gate.cap[dev], RELAXED) == 0)
         return;

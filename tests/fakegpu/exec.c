@@ -187,7 +187,12 @@ static void note_busy(struct fg_timeline *t, uint64_t start, uint64_t ns)
 static CUresult run(CUstream s, uint64_t ns)
 {
     CUdevice ordinal;
-    if (cuCtxGetDevice(&ordinal) != CUDA_SUCCESS)
+    /* On an explicit stream, in the stream's context (its device), as the
+     * driver runs a context-less CUkernel, whatever is current, if any. */
+    if (fg_stream_ctx(s) != NULL) {
+        if (cuStreamGetDevice(s, &ordinal) != CUDA_SUCCESS)
+            return CUDA_ERROR_INVALID_CONTEXT;
+    } else if (cuCtxGetDevice(&ordinal) != CUDA_SUCCESS)
         return CUDA_ERROR_INVALID_CONTEXT;
     int dev = fg_physical(ordinal);
     struct fg_timeline *t = &fg_state()->timeline[dev];
