@@ -7,13 +7,12 @@
 #include <sys/mman.h>
 
 #include "hook/launch_decl.h"
+#include "hami_offsets.h"
 #include "hook_util.h"
 #include "vgpu/sm_budget.h"
 
 #define MAX_TENANTS 8
-#define OFF_UTIL_SWITCH 2008900   /* HAMi v1 layout, as the monitor writes */
-#define OFF_RECENT_KERNEL 2008904
-#define OFF_LAST_KERNEL_TIME 2008912
+#define OFF_LAST_KERNEL_TIME 2008912 /* HAMi v1 layout, as the monitor writes */
 
 /* WORK_CHANGE: asynchronous, the kernels twice as long from the middle of
  * the window on (the same function, its argument changed). */

@@ -660,6 +660,36 @@ static void case_other_context(bool none_current)
     printf("%s: ok\n", none_current ? "nocontext" : "otherdev");
 }
 
+/* A region whose sm_limit holds no percentage (250: damage) is not read
+ * as "no limit" by a process whose own cap is 30 % (before: 100 %). */
+static void case_damaged_limit(void)
+{
+    int saved;
+    CUstream s = alone_under("30", &saved);
+    uint32_t us = 200;
+    void *params[] = {&us};
+    CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    int fd = open(container_path(0), O_RDWR);
+    CHECK(fd >= 0, "region file");
+    uint64_t bad = 250;
+    CHECK(pwrite(fd, &bad, sizeof bad, OFF_SM_LIMIT) == (ssize_t)sizeof bad, "write");
+    close(fd);
+    usleep(20000); /* the gate reads the region again within 10 ms */
+    double began = now_seconds();
+    uint64_t ns0 = fakegpu_launched_ns(0);
+    while (now_seconds() - began < 1.5)
+        CU_OK(cuLaunchKernel((CUfunction)1, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    CU_OK(cuCtxSynchronize());
+    stderr_back(saved);
+    double end = (double)fakegpu_work_end_ns() / 1e9;
+    double share = 100.0 * (double)(fakegpu_launched_ns(0) - ns0) / 1e9 / (end - began);
+    printf("sm_limit damaged (250), own cap 30 %%: %.1f %% of the GPU\n", share);
+    CHECK(share <= 33.0, "the process's own cap holds: %.1f %%", share);
+    CHECK(log_lines("is not a percentage") == 1, "one line");
+    CU_OK(cuStreamDestroy_v2(s));
+    printf("damaged_limit: ok\n");
+}
+
 int main(int argc, char **argv)
 {
     const char *c0 = argc > 1 ? argv[1] : "";
@@ -713,6 +743,8 @@ int main(int argc, char **argv)
         case_other_context(false);
     else if (strcmp(c, "nocontext") == 0)
         case_other_context(true);
+    else if (strcmp(c, "damaged_limit") == 0)
+        case_damaged_limit();
     else
         CHECK(false, "unknown case %s", c);
     return 0;

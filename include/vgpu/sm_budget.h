@@ -90,6 +90,9 @@ struct vgpu_sm_budget *vgpu_region_sm_budget(struct vgpu_region *r, int dev);
  * from CUDA_DEVICE_SM_LIMIT when the file is created; the monitor may
  * rewrite it): 0 = none; 100 and above read as none. */
 uint32_t vgpu_region_sm_limit(const struct vgpu_region *r, int dev);
+/* The region holds no percentage for dev (over 100: damage), so what it
+ * says must not be taken for "none" by a process that has a cap. */
+bool vgpu_region_sm_limit_damaged(const struct vgpu_region *r, int dev);
 
 /* HAMi's monitor fields: utilization_switch (1: the GPU is shared, limit),
  * recent_kernel (< 0: hold launches), and what launches write back. */

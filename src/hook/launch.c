@@ -95,6 +95,15 @@ static uint32_t cap_of(struct vgpu_region *r, int dev)
         return cfg.env_pct[dev];
     if (cfg.policy == VGPU_CORE_DEFAULT && vgpu_region_utilization_switch(r) != 1)
         return 0;
+    if (vgpu_region_sm_limit_damaged(r, dev)) {
+        /* Not "none": this process's own cap holds (fail closed). */
+        static int said;
+        if (!atomic_load_n(&said, RELAXED) && !atomic_xchg(&said, 1, RELAXED))
+            log_warn("the region's compute limit for device %d is not a "
+                     "percentage; CUDA_DEVICE_SM_LIMIT (%u %%) applies", dev,
+                     cfg.env_pct[dev]);
+        return cfg.env_pct[dev];
+    }
     return vgpu_region_sm_limit(r, dev);
 }
 

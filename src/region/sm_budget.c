@@ -158,6 +158,12 @@ uint32_t vgpu_region_sm_limit(const struct vgpu_region *r, int dev)
     return pct >= 100 ? 0 : (uint32_t)pct;
 }
 
+bool vgpu_region_sm_limit_damaged(const struct vgpu_region *r, int dev)
+{
+    /* Relaxed: as in vgpu_region_sm_limit. */
+    return mapped(r, dev) && atomic_load_n(&r->hami->sm_limit[dev], RELAXED) > 100;
+}
+
 int32_t vgpu_region_utilization_switch(const struct vgpu_region *r)
 {
     /* Relaxed: a flag the monitor flips; any recent value. */
