@@ -45,10 +45,17 @@ static uint64_t times(uint64_t a, uint64_t b)
 
 static uint64_t at_least_one(size_t v) { return v ? v : 1; }
 
+/* Any array's bytes: width x height x depth elements (0 counts as 1). */
+static uint64_t array_bytes(size_t width, size_t height, size_t depth,
+                            CUarray_format f, unsigned int channels)
+{
+    return times(times(times(width, at_least_one(height)), at_least_one(depth)),
+                 element_bytes(f, channels));
+}
+
 static uint64_t array3d_bytes(const CUDA_ARRAY3D_DESCRIPTOR *d)
 {
-    return times(times(times(d->Width, at_least_one(d->Height)), at_least_one(d->Depth)),
-                 element_bytes(d->Format, d->NumChannels));
+    return array_bytes(d->Width, d->Height, d->Depth, d->Format, d->NumChannels);
 }
 
 /* Every level of a mipmapped array: each halves every extent of the one
@@ -78,9 +85,8 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
     NEED(cuArrayCreate_v2);
     if (d == NULL || arr == NULL)
         return REAL(cuArrayCreate_v2)(arr, d);
-    uint64_t bytes = times(times(d->Width, at_least_one(d->Height)),
-                           element_bytes(d->Format, d->NumChannels));
-    CHARGED_ARRAY(bytes, REAL(cuArrayCreate_v2)(arr, d));
+    CHARGED_ARRAY(array_bytes(d->Width, d->Height, 1, d->Format, d->NumChannels),
+                  REAL(cuArrayCreate_v2)(arr, d));
 }
 
 /* The pre-3.2 ABI (32-bit sizes), still exported by the driver. */
@@ -89,9 +95,8 @@ EXPORT CUresult cuArrayCreate(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR_v1 *d)
     NEED(cuArrayCreate);
     if (d == NULL || arr == NULL)
         return REAL(cuArrayCreate)(arr, d);
-    uint64_t bytes = times(times(d->Width, at_least_one(d->Height)),
-                           element_bytes(d->Format, d->NumChannels));
-    CHARGED_ARRAY(bytes, REAL(cuArrayCreate)(arr, d));
+    CHARGED_ARRAY(array_bytes(d->Width, d->Height, 1, d->Format, d->NumChannels),
+                  REAL(cuArrayCreate)(arr, d));
 }
 
 EXPORT CUresult cuArray3DCreate(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR_v1 *d)
@@ -99,10 +104,8 @@ EXPORT CUresult cuArray3DCreate(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR_v1 *
     NEED(cuArray3DCreate);
     if (d == NULL || arr == NULL)
         return REAL(cuArray3DCreate)(arr, d);
-    CUDA_ARRAY3D_DESCRIPTOR wide = {.Width = d->Width, .Height = d->Height,
-                                    .Depth = d->Depth, .Format = d->Format,
-                                    .NumChannels = d->NumChannels, .Flags = d->Flags};
-    CHARGED_ARRAY(array3d_bytes(&wide), REAL(cuArray3DCreate)(arr, d));
+    CHARGED_ARRAY(array_bytes(d->Width, d->Height, d->Depth, d->Format, d->NumChannels),
+                  REAL(cuArray3DCreate)(arr, d));
 }
 
 EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *d)

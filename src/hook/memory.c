@@ -34,18 +34,18 @@ static uint64_t pitch_guess(uint64_t width, uint64_t height)
 
 static CUresult pitch_settle(struct charge *c, CUresult rc, uint64_t ptr,
                              uint64_t pitch, uint64_t height,
-                             CUresult (*free_fn)(uint64_t))
+                             driver_free_fn free_fn)
 {
     if (rc == CUDA_SUCCESS && !charge_resize(c, pitch * height)) {
-        free_fn(ptr);
+        free_fn(ptr, NULL);
         rc = CUDA_ERROR_OUT_OF_MEMORY;
     }
     charge_end(c, rc == CUDA_SUCCESS, SPACE_POINTER, rc == CUDA_SUCCESS ? ptr : 0);
     return rc;
 }
 
-static CUresult free_v2(uint64_t p) { return REAL(cuMemFree_v2)(p); }
-static CUresult free_v1(uint64_t p) { return REAL(cuMemFree)((CUdeviceptr_v1)p); }
+static CUresult real_free_v2(uint64_t p, void *a) { (void)a; return REAL(cuMemFree_v2)(p); }
+static CUresult real_free_v1(uint64_t p, void *a) { (void)a; return REAL(cuMemFree)((CUdeviceptr_v1)p); }
 
 EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
                                    size_t width, size_t height,
@@ -58,7 +58,7 @@ EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = REAL(cuMemAllocPitch_v2)(dptr, pitch, width, height, elem);
     return pitch_settle(&c, rc, rc == CUDA_SUCCESS ? *dptr : 0,
-                        rc == CUDA_SUCCESS ? *pitch : 0, height, free_v2);
+                        rc == CUDA_SUCCESS ? *pitch : 0, height, real_free_v2);
 }
 
 /* The pre-3.2 ABI, still exported by the driver (and handed out by
@@ -74,7 +74,7 @@ EXPORT CUresult cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pitch,
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult rc = REAL(cuMemAllocPitch)(dptr, pitch, width, height, elem);
     return pitch_settle(&c, rc, rc == CUDA_SUCCESS ? *dptr : 0,
-                        rc == CUDA_SUCCESS ? *pitch : 0, height, free_v1);
+                        rc == CUDA_SUCCESS ? *pitch : 0, height, real_free_v1);
 }
 
 /* Managed memory counts against the device of the current context: it can
@@ -85,9 +85,6 @@ EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes,
     NEED(cuMemAllocManaged);
     CHARGED_ALLOC(bytes, REAL(cuMemAllocManaged)(dptr, bytes, flags));
 }
-
-static CUresult real_free_v2(uint64_t p, void *a) { (void)a; return REAL(cuMemFree_v2)(p); }
-static CUresult real_free_v1(uint64_t p, void *a) { (void)a; return REAL(cuMemFree)((CUdeviceptr_v1)p); }
 
 EXPORT CUresult cuMemFree_v2(CUdeviceptr ptr)
 {

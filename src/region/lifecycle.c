@@ -523,7 +523,7 @@ void vgpu_region_release_slot(struct vgpu_region *r)
 
 bool lifecycle_exited(struct vgpu_region *r)
 {
-    /* Relaxed: flags; lifecycle_hold_exit reads them again under the lock. */
+    /* Relaxed: flags, final once set; exit sets them under handles_lock. */
     return atomic_load_n(&r->closing, RELAXED) == GATE_SHUT ||
            atomic_load_n(&r->slot, RELAXED) < 0;
 }
@@ -534,9 +534,8 @@ bool lifecycle_hold_exit(struct vgpu_region *r)
      * for operations, which may wait on the move's gate. */
     if (pthread_mutex_trylock(&handles_lock) != 0)
         return false;
-    /* Relaxed: exit writes both under handles_lock, which we hold. */
-    if (atomic_load_n(&r->closing, RELAXED) == GATE_SHUT ||
-        atomic_load_n(&r->slot, RELAXED) < 0) {
+    /* Exit writes both flags under handles_lock, which we hold. */
+    if (lifecycle_exited(r)) {
         pthread_mutex_unlock(&handles_lock);
         return false;
     }
