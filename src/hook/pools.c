@@ -438,14 +438,18 @@ static bool capturing(CUstream s)
            status == CU_STREAM_CAPTURE_STATUS_ACTIVE;
 }
 
+/* `call` allocates from `handle`; `as_asked` is the program's own call,
+ * made instead while the stream is captured (the graph's memory node is
+ * what the program asked for). */
 static CUresult pool_alloc(CUdeviceptr *dptr, size_t bytes, CUmemoryPool handle,
-                           int dev, CUstream s, alloc_fn call, free_fn release)
+                           int dev, CUstream s, alloc_fn call, alloc_fn as_asked,
+                           free_fn release)
 {
     struct charge c;
     struct pool *p = NULL;
     if (!charge_nested() && capturing(s)) {
         charge_begin(&c, -1, 0, VGPU_CHARGE_DATA); /* only enters the driver */
-        CUresult rc = call(dptr, bytes, handle, s);
+        CUresult rc = as_asked(dptr, bytes, handle, s);
         charge_end(&c, false, SPACE_NONE, 0);
         return rc;
     }
@@ -485,16 +489,7 @@ static CUmemoryPool current_pool(int dev)
 /* cuMemAllocAsync from the pool vgpu read as current and charges: the
  * driver would read the current pool again, and another thread may have
  * made another pool current meanwhile (cuDeviceSetMemPool), which would
- * grow uncharged. No pool (none read, or the stream is being captured):
- * the driver's own cuMemAllocAsync. */
-/* cuMemAllocAsync's pool: the current one of the stream's device, except
- * while the stream is captured (none: the capture's memory node is the
- * driver's cuMemAllocAsync, as the program asked). */
-static CUmemoryPool pool_to_charge(int dev, CUstream s)
-{
-    return dev < 0 || capturing(s) ? NULL : current_pool(dev);
-}
-
+ * grow uncharged. No pool read: the driver's own cuMemAllocAsync. */
 static CUresult real_async_named(CUdeviceptr *d, size_t b, CUmemoryPool p, CUstream s)
 {
     if (p != NULL && REAL(cuMemAllocFromPoolAsync) != NULL)
@@ -550,8 +545,9 @@ EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
     NEED(cuMemAllocAsync);
     bool exact = false;
     int dev = charge_nested() ? -1 : stream_device(s, &exact);
-    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s,
-                      exact ? real_async_named : real_async, real_free_async);
+    return pool_alloc(dptr, bytes, current_pool(dev), dev, s,
+                      exact ? real_async_named : real_async, real_async,
+                      real_free_async);
 }
 
 EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
@@ -559,9 +555,9 @@ EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s
     NEED(cuMemAllocAsync_ptsz);
     bool exact = false;
     int dev = charge_nested() ? -1 : stream_device(s, &exact);
-    return pool_alloc(dptr, bytes, pool_to_charge(dev, s), dev, s,
+    return pool_alloc(dptr, bytes, current_pool(dev), dev, s,
                       exact ? real_async_named_ptsz : real_async_ptsz,
-                      real_free_async_ptsz);
+                      real_async_ptsz, real_free_async_ptsz);
 }
 
 EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
@@ -569,7 +565,8 @@ EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes,
 {
     NEED(cuMemAllocFromPoolAsync);
     int dev = charge_nested() || pool == NULL ? -1 : pool_device(pool, s);
-    return pool_alloc(dptr, bytes, pool, dev, s, real_from_pool, real_free_async);
+    return pool_alloc(dptr, bytes, pool, dev, s, real_from_pool, real_from_pool,
+                      real_free_async);
 }
 
 EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
@@ -578,7 +575,7 @@ EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes,
     NEED(cuMemAllocFromPoolAsync_ptsz);
     int dev = charge_nested() || pool == NULL ? -1 : pool_device(pool, s);
     return pool_alloc(dptr, bytes, pool, dev, s, real_from_pool_ptsz,
-                      real_free_async_ptsz);
+                      real_from_pool_ptsz, real_free_async_ptsz);
 }
 
 static CUresult free_async(uint64_t p, void *s)
