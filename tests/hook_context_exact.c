@@ -169,10 +169,7 @@ static void reset_with_live_vmm(void)
     CHECK(region_used(0) == GiB, "VMM memory outlives the reset: %llu MiB",
           (unsigned long long)(region_used(0) / MiB));
     CU_OK(cuDevicePrimaryCtxRetain(&ctx, 0)); /* measured now */
-    struct vgpu_region *r =
-        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
-    uint64_t measured = vgpu_region_context_bytes(r, 0);
-    vgpu_region_detach(r);
+    uint64_t measured = region_context_bytes(0);
     printf("  reset with 1 GiB of VMM alive: context measured %llu MiB\n",
            (unsigned long long)(measured / MiB));
     CHECK(measured == CTX, "the context's size, unpolluted");
@@ -194,10 +191,7 @@ static void other_pid_namespace(void)
     CU_OK(cuInit(0));
     CUcontext ctx;
     CU_OK(cuDevicePrimaryCtxRetain(&ctx, 0));
-    struct vgpu_region *r =
-        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
-    uint64_t measured = vgpu_region_context_bytes(r, 0);
-    vgpu_region_detach(r);
+    uint64_t measured = region_context_bytes(0);
     printf("  own pid namespace: context measured %llu MiB\n",
            (unsigned long long)(measured / MiB));
     CHECK(measured == CTX, "measured through the pid NVML gave this process");

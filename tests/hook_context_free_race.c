@@ -30,16 +30,6 @@ static void *free_meanwhile(void *arg)
     return NULL;
 }
 
-static uint64_t published_size(void)
-{
-    struct vgpu_region *r =
-        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
-    CHECK(r != NULL, "region");
-    uint64_t bytes = vgpu_region_context_bytes(r, 0);
-    vgpu_region_detach(r);
-    return bytes;
-}
-
 int main(void)
 {
     hook_fresh(1, "8g", "4g");
@@ -52,7 +42,7 @@ int main(void)
     setenv("FAKEGPU_FAIL", "nvmlDeviceGetComputeRunningProcesses", 1);
     CU_OK(cuDevicePrimaryCtxRetain(&primary, 0)); /* not measurable: unknown */
     unsetenv("FAKEGPU_FAIL");
-    CHECK(published_size() == 0, "the size is not known yet");
+    CHECK(region_context_bytes(0) == 0, "the size is not known yet");
     CU_OK(cuCtxSetCurrent(primary));
     CU_OK(cuMemAlloc_v2(&held, GiB));
 
@@ -69,7 +59,7 @@ int main(void)
     unsetenv("FAKEGPU_FREE_DELAY_US");
     unsetenv("FAKEGPU_CTX_DELAY_MS");
 
-    uint64_t size = published_size();
+    uint64_t size = region_context_bytes(0);
     printf("published context size: %llu bytes\n", (unsigned long long)size);
     /* UINT64_MAX in the region: "measured to take nothing". */
     CHECK(size == 0 || size == CTX,

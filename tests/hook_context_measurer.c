@@ -50,16 +50,6 @@ static uint64_t counted(void)
     return used;
 }
 
-static uint64_t published(void)
-{
-    struct vgpu_region *r =
-        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
-    CHECK(r != NULL, "region readable");
-    uint64_t bytes = vgpu_region_context_bytes(r, 0);
-    vgpu_region_detach(r);
-    return bytes;
-}
-
 /* The write ends of the pipes that gate and hold starters: each starter
  * closes its copies, so that the parent's close is everyone's end of file. */
 static int writers[2] = {-1, -1};
@@ -153,7 +143,7 @@ static void together(uint64_t limit)
     CHECK(lists == 2, "one measurement (2 readings), not %llu readings",
           (unsigned long long)lists);
     CHECK(peak <= limit, "the driver held more than the limit");
-    CHECK(published() == CTX, "the size is published");
+    CHECK(region_context_bytes(0) == CTX, "the size is published");
     /* They ended with _exit: their slots come back as dead ones. */
     struct vgpu_region *r =
         vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
@@ -184,7 +174,7 @@ static void late_starters(void)
     for (int i = 0; i < 3; i++) /* guesses of 1 GiB, held for 3 s */
         guessers[i] = starter(-1, hold[0], -1, "3000");
     WAIT_UNTIL(counted() == 4 * GiB);
-    WAIT_UNTIL(published() != 0); /* 256 + 3 x 1024 MiB now */
+    WAIT_UNTIL(region_context_bytes(0) != 0); /* 256 + 3 x 1024 MiB now */
     pid_t late[4];
     for (int i = 0; i < 4; i++) { /* one at a time: 3 fit now, the 4th later */
         late[i] = starter(-1, hold[0], ready[1], NULL);
@@ -217,7 +207,7 @@ static void stale_mark(void)
 {
     fresh("1g");
     CHECK(exit_code(starter(-1, -1, -1, NULL)) == 0, "the measurer");
-    CHECK(published() == CTX, "the size is known");
+    CHECK(region_context_bytes(0) == CTX, "the size is known");
     struct vgpu_region *r =
         vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
     CHECK(r != NULL, "region readable");
@@ -268,10 +258,10 @@ static void killed_measurer(void)
     uint64_t lists = fakegpu_nvml_process_lists();
     printf("  measurer killed: the next one measured (%llu readings in all), "
            "size %llu MiB\n", (unsigned long long)lists,
-           (unsigned long long)(published() / MiB));
+           (unsigned long long)(region_context_bytes(0) / MiB));
     CHECK(lists == 3, "the next process measured: %llu readings",
           (unsigned long long)lists);
-    CHECK(published() == CTX, "and published the size");
+    CHECK(region_context_bytes(0) == CTX, "and published the size");
 }
 
 /* Stopped mid-measurement: the others create meanwhile without measuring
@@ -287,7 +277,7 @@ static void stopped_measurer(void)
     CHECK(exit_code(b) == 0, "a process gets its context meanwhile");
     CHECK(fakegpu_nvml_process_lists() == 1, "without measuring: %llu readings",
           (unsigned long long)fakegpu_nvml_process_lists());
-    CHECK(published() == 0, "nothing published yet");
+    CHECK(region_context_bytes(0) == 0, "nothing published yet");
     while (now_ms() < claimed + 5500) /* the claim lapses */
         usleep(100000);
     pid_t c = starter(-1, -1, -1, NULL);
@@ -298,7 +288,7 @@ static void stopped_measurer(void)
            (unsigned long long)lists);
     CHECK(lists == 3, "the later process measured: %llu readings",
           (unsigned long long)lists);
-    CHECK(published() == CTX, "and published the size");
+    CHECK(region_context_bytes(0) == CTX, "and published the size");
     CHECK(kill(a, SIGKILL) == 0, "kill");
     CHECK(waitpid(a, NULL, 0) == a, "wait");
 }
@@ -354,7 +344,7 @@ static void guess_holders(pid_t *measurer, pid_t kids[3], int (*then)(int i))
         char c;
         CHECK(read(ready[0], &c, 1) == 1, "a context");
     }
-    CHECK(published() == 0, "not measured yet");
+    CHECK(region_context_bytes(0) == 0, "not measured yet");
     close(go[1]);
 }
 
@@ -487,7 +477,7 @@ static void wake_while_locked(void)
         CU_OK(cuDevicePrimaryCtxRetain(&ctx, 0)); /* with the guess: 1 GiB */
         uint64_t woke = now_ms();
         CHECK(pthread_join(t, NULL) == 0, "join");
-        WAIT_UNTIL(published() != 0 && counted() == 2 * CTX);
+        WAIT_UNTIL(region_context_bytes(0) != 0 && counted() == 2 * CTX);
         printf("  a wake while the reconciliation lock was held: the guess "
                "back %llu ms after it\n", (unsigned long long)(now_ms() - woke));
         fflush(stdout);

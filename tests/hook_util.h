@@ -35,6 +35,18 @@ static inline uint64_t region_used(int dev)
     return used;
 }
 
+/* The context size the region publishes for dev (0: not known yet;
+ * UINT64_MAX: measured to take nothing), read from the file. */
+static inline uint64_t region_context_bytes(int dev)
+{
+    struct vgpu_region *r =
+        vgpu_region_open_existing(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"));
+    CHECK(r != NULL, "region file readable");
+    uint64_t bytes = vgpu_region_context_bytes(r, dev);
+    vgpu_region_detach(r);
+    return bytes;
+}
+
 /* stderr into a file (this process's and its children's log lines). */
 static inline const char *log_path(void)
 {

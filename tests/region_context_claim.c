@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "region/region_internal.h"
+#include "region_file.h"
 #include "testutil.h"
 
 #define MiB (1ull << 20)
@@ -31,11 +32,7 @@ static struct vgpu_region *attach(const char *path)
 /* The word in the file for dev, as the hook never sees it. */
 static uint64_t raw_word(const char *path, int dev)
 {
-    int fd = open(path, O_RDONLY);
-    CHECK(fd >= 0, "open %s", path);
-    void *p = mmap(NULL, VGPU_FILE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-    CHECK(p != MAP_FAILED, "mmap");
-    close(fd);
+    void *p = map_region_file(path);
     uint64_t v = __atomic_load_n(&region_ext(p)->context_bytes[dev], __ATOMIC_RELAXED);
     munmap(p, VGPU_FILE_SIZE);
     return v;

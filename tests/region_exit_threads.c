@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <stdint.h>
 
-#include "region/layout.h"
+#include "region_file.h"
 #include "testutil.h"
 #include "vgpu/region.h"
 
@@ -28,17 +28,6 @@ const char *__tsan_default_options(void)
 }
 
 static struct vgpu_region *region;
-
-/* The file as the monitor sees it, read-only. */
-static void *map_file(const char *path)
-{
-    int fd = open(path, O_RDONLY);
-    CHECK(fd >= 0, "open %s", path);
-    void *p = mmap(NULL, VGPU_FILE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-    CHECK(p != MAP_FAILED, "mmap");
-    close(fd);
-    return p;
-}
 
 static void *churn(void *arg)
 {
@@ -97,7 +86,7 @@ int main(void)
     /* A process that could not release at exit left its slot to the crash
      * path: the kernel dropped its lock, reclaim returns it. */
     int reclaimed = vgpu_region_reclaim(view);
-    void *file = map_file(path);
+    void *file = map_region_file(path);
     const struct hami_region *h = file;
     const struct vgpu_ext *ext = region_ext(file);
     uint64_t used = vgpu_region_used(view, 0);

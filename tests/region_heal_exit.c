@@ -15,11 +15,9 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "faultutil.h"
 #include "region/layout.h"
-#include "testutil.h"
-#include "vgpu/region.h"
 
-#define MiB (1ull << 20)
 #define ROUNDS 3000
 
 static struct vgpu_region *region;
@@ -27,11 +25,7 @@ static int go; /* round number both threads start on; atomic */
 
 static struct vgpu_region *attach(const char *path)
 {
-    struct vgpu_attach_options o;
-    memset(&o, 0, sizeof o);
-    o.path = path;
-    o.limits[0] = 64 * MiB;
-    struct vgpu_region *r = vgpu_region_attach(&o);
+    struct vgpu_region *r = attach_limited(path, 64 * MiB);
     CHECK(r != NULL, "attach");
     return r;
 }

@@ -12,37 +12,48 @@
 #include <sys/mman.h>
 
 #include "faultutil.h"
-#include "region/layout.h"
+#include "region_file.h"
 
 #define LIMIT (1024 * MiB)
 #define HELD (768 * MiB)
-
-/* The region file now at path, mapped (it stays mapped after a rename). */
-static void *map_file(const char *path)
-{
-    int fd = open(path, O_RDONLY);
-    CHECK(fd >= 0, "open %s", path);
-    void *p = mmap(NULL, VGPU_FILE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-    CHECK(p != MAP_FAILED, "mmap");
-    close(fd);
-    return p;
-}
 
 static uint64_t device0_used(void *file)
 {
     return __atomic_load_n(&region_ext(file)->dev[0].used, __ATOMIC_RELAXED);
 }
 
-static void replace_under(const char *path, bool valid_region)
+/* A process holding HELD of LIMIT in a fresh region at path, idle until
+ * holder_done; `other` names the file that will replace it (absent). */
+struct holder {
+    int report[2], go[2];
+    char other[600];
+};
+
+static void holder_start(struct holder *h, const char *path)
 {
     unlink(path);
-    int report[2], go[2];
-    CHECK(pipe(report) == 0 && pipe(go) == 0, "pipes");
-    idle_holder(path, LIMIT, HELD, report[1], go[0], go[1]);
-    CHECK(get_byte(report[0]) == 'h', "holder ready");
-    char other[600];
-    snprintf(other, sizeof other, "%s.new", path);
-    unlink(other);
+    CHECK(pipe(h->report) == 0 && pipe(h->go) == 0, "pipes");
+    idle_holder(path, LIMIT, HELD, h->report[1], h->go[0], h->go[1]);
+    CHECK(get_byte(h->report[0]) == 'h', "holder ready");
+    snprintf(h->other, sizeof h->other, "%s.new", path);
+    unlink(h->other);
+}
+
+static void holder_done(struct holder *h)
+{
+    put_byte(h->go[1], 'g');
+    CHECK(wait_children(1) == 0, "holder");
+    close(h->report[0]);
+    close(h->report[1]);
+    close(h->go[0]);
+    close(h->go[1]);
+}
+
+static void replace_under(const char *path, bool valid_region)
+{
+    struct holder h;
+    holder_start(&h, path);
+    const char *other = h.other;
     if (valid_region) {
         new_process_finds_room(other, LIMIT, LIMIT); /* makes a region */
     } else {
@@ -50,7 +61,7 @@ static void replace_under(const char *path, bool valid_region)
         CHECK(fd >= 0, "an empty file");
         close(fd);
     }
-    void *old = map_file(path);
+    void *old = map_region_file(path);
     CHECK(device0_used(old) == HELD, "the old file counts the holder");
     CHECK(rename(other, path) == 0, "replace");
     WAIT_UNTIL(file_used(path) == HELD); /* the holder moved */
@@ -58,13 +69,8 @@ static void replace_under(const char *path, bool valid_region)
           "counted there", (unsigned long long)device0_used(old));
     munmap(old, VGPU_FILE_SIZE);
     new_process_finds_room(path, LIMIT, LIMIT - HELD); /* no second limit */
-    put_byte(go[1], 'g');
-    CHECK(wait_children(1) == 0, "holder");
+    holder_done(&h);
     CHECK(file_used(path) == 0, "back to zero");
-    close(report[0]);
-    close(report[1]);
-    close(go[0]);
-    close(go[1]);
     printf("replaced by %s: the holder's charges moved to the new file\n",
            valid_region ? "a valid, empty region" : "an empty file");
 }
@@ -73,7 +79,7 @@ static void replace_under(const char *path, bool valid_region)
  * live among procs[0, procnum). */
 static int monitor_slots(const char *path)
 {
-    void *file = map_file(path);
+    void *file = map_region_file(path);
     struct hami_region *h = file;
     int procnum = __atomic_load_n(&h->procnum, __ATOMIC_RELAXED), live = 0;
     for (int i = 0; i < procnum && i < VGPU_MAX_SLOTS; i++)
@@ -88,14 +94,9 @@ static int monitor_slots(const char *path)
  * count as a process of the container. */
 static void replace_by_other_mode(const char *path)
 {
-    unlink(path);
-    int report[2], go[2];
-    CHECK(pipe(report) == 0 && pipe(go) == 0, "pipes");
-    idle_holder(path, LIMIT, HELD, report[1], go[0], go[1]);
-    CHECK(get_byte(report[0]) == 'h', "holder ready");
-    char other[600];
-    snprintf(other, sizeof other, "%s.new", path);
-    unlink(other);
+    struct holder h;
+    holder_start(&h, path);
+    const char *other = h.other;
     pid_t maker = fork();
     if (maker == 0) {
         struct vgpu_attach_options o;
@@ -109,7 +110,7 @@ static void replace_by_other_mode(const char *path)
         _exit(0);
     }
     CHECK(wait_children(1) == 0, "maker");
-    void *old = map_file(path);
+    void *old = map_region_file(path);
     CHECK(rename(other, path) == 0, "replace");
     WAIT_UNTIL(device0_used(old) == 0); /* the holder left it */
     /* It tried to join in the same step; the slot it took (if any) goes
@@ -120,12 +121,7 @@ static void replace_by_other_mode(const char *path)
           "slot(s) in the file it did not join", monitor_slots(path));
     CHECK(file_used(path) == 0, "nothing carried into the file it did not join");
     munmap(old, VGPU_FILE_SIZE);
-    put_byte(go[1], 'g');
-    CHECK(wait_children(1) == 0, "holder");
-    close(report[0]);
-    close(report[1]);
-    close(go[0]);
-    close(go[1]);
+    holder_done(&h);
     printf("replaced by a region of another mode: the holder stays alone\n");
 }
 
